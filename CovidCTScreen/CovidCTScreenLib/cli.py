@@ -1,0 +1,61 @@
+"""covidct-screen: screen a chest CT for COVID-19 and write a report folder (research use only)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="covidct-screen", description=__doc__)
+    p.add_argument("input", type=Path, help="DICOM series folder, or .nrrd / .nii / .nii.gz / .mha file")
+    p.add_argument("--out", type=Path, required=True, help="report folder to create")
+    p.add_argument("--model", default=None, help="model package folder or shipped model name (default: shipped model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 64 on GPU, 16 on CPU)")
+    p.add_argument("--no-heatmap", action="store_true", help="skip Grad-CAM (faster)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import Cancelled, InputError
+    from .pipeline import screen_to_folder
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
+
+    def progress(stage: str, fraction: float) -> None:
+        if bar is not None:
+            bar.set_description_str(stage)
+            bar.update(round(100 * fraction) - bar.n)
+
+    try:
+        result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
+                                  model=args.model, device=args.device, batch_size=args.batch_size,
+                                  heatmap=not args.no_heatmap)
+    except KeyboardInterrupt:
+        print("\ncovidct-screen: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    except (InputError, Cancelled) as e:
+        print(f"\ncovidct-screen: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    v = result.verdict
+    print(f"{v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
+          f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
+    print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
+    print("Research use only - not for clinical diagnosis.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

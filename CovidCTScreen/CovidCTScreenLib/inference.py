@@ -1,0 +1,69 @@
+"""Per-slice model inputs from a CT and batched, device-aware inference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .errors import Cancelled, InputError
+from .preprocess import INPUT_SIZE, lung_box, prepare_hu_slice
+
+MIN_SLICE_LUNG_MM2 = 1000.0  # 10 cm2 of lung in a slice
+MIN_SLICE_LUNG_FRACTION = 0.05  # ... and at least 5 % of the largest lung cross-section
+
+
+@dataclass
+class SliceInputs:
+    indices: np.ndarray  # axial slice index k of each input
+    images: np.ndarray  # (N, size, size) float32 in [0, 1]
+    box: tuple[slice, slice]  # in-plane crop shared by all slices (rows, cols)
+
+
+def lung_slices(hu: np.ndarray, lungs: np.ndarray, spacing, size: int = INPUT_SIZE) -> SliceInputs:
+    """Model inputs for the slices that hold enough lung, cropped to the lungs' in-plane box."""
+    area_mm2 = lungs.sum(axis=(1, 2)) * spacing[0] * spacing[1]
+    if area_mm2.max(initial=0) < MIN_SLICE_LUNG_MM2:
+        raise InputError("No lungs found: no axial slice holds 10 cm2 of aerated lung. Is this a chest CT?")
+    keep = np.flatnonzero((area_mm2 >= MIN_SLICE_LUNG_MM2) & (area_mm2 >= MIN_SLICE_LUNG_FRACTION * area_mm2.max()))
+    box = lung_box(lungs.any(axis=0))
+    images = np.stack([prepare_hu_slice(hu[k], box, size) for k in keep])
+    return SliceInputs(indices=keep, images=images, box=box)
+
+
+def select_device(device: str = "auto"):
+    """torch.device for 'auto' (CUDA when present), 'cuda' or 'cpu'."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was requested but PyTorch sees no CUDA GPU (use --device cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}: use auto, cuda or cpu")
+    return torch.device(device)
+
+
+def default_batch_size(device) -> int:
+    return 64 if device.type == "cuda" else 16
+
+
+def predict_logits(net, images: np.ndarray, device, batch_size: int | None = None,
+                   progress: Callable[[float], None] | None = None,
+                   cancel: Callable[[], bool] | None = None) -> np.ndarray:
+    """(N, C) float32 logits for (N, H, W) [0, 1] images; fp16 autocast on CUDA, fp32 on CPU."""
+    import torch
+
+    batch_size = batch_size or default_batch_size(device)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            if cancel and cancel():
+                raise Cancelled("cancelled during inference")
+            x = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                out.append(net(x).float().cpu())
+            if progress:
+                progress(min(start + batch_size, len(images)) / len(images))
+    return torch.cat(out).numpy()

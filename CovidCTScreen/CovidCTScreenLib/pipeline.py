@@ -1,0 +1,121 @@
+"""screen(): CT in, lung mask, slice scores, Grad-CAM, verdict out. Called by the CLI, the Slicer logic and tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .calibration import softmax
+from .errors import Cancelled
+from .lung_mask import LungMask, lung_mask
+from .model_package import ModelPackage, load_package
+from .verdict import Verdict, study_verdict
+from .volume_io import CTVolume, load_ct, validate_ct
+
+# Progress stages and the share of the run each one ends at.
+STAGES = {"load": 0.05, "lung mask": 0.25, "inference": 0.45, "grad-cam": 0.95, "report": 1.0}
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class ScreenResult:
+    volume: CTVolume
+    mask: LungMask
+    model: ModelPackage
+    slice_indices: np.ndarray
+    probabilities: np.ndarray  # (N, C) calibrated, columns in model.labels order
+    heatmap: np.ndarray | None  # (z, y, x) float32 in [0, 1], CT grid
+    verdict: Verdict
+    device: str
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def positive_probability(self) -> np.ndarray:
+        return self.probabilities[:, self.model.positive_index]
+
+    @property
+    def lung_volume_ml(self) -> dict[str, float]:
+        return self.mask.volumes_ml(self.volume.spacing)
+
+
+def _stage_reporter(progress: Progress | None, stage: str) -> Callable[[float], None]:
+    names = list(STAGES)
+    start = STAGES[names[names.index(stage) - 1]] if names.index(stage) else 0.0
+
+    def report(fraction: float) -> None:
+        if progress:
+            progress(stage, start + (STAGES[stage] - start) * fraction)
+
+    return report
+
+
+def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | ModelPackage | None = None,
+           device: str = "auto", batch_size: int | None = None, heatmap: bool = True,
+           progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> ScreenResult:
+    """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``."""
+    from .explain import gradcam_maps, to_volume
+    from .inference import lung_slices, predict_logits, select_device
+    from .networks import gradcam_layer
+
+    def check_cancel() -> None:
+        if cancel and cancel():
+            raise Cancelled("cancelled by the user")
+
+    timings = {}
+    t = time.perf_counter()
+    package = model if isinstance(model, ModelPackage) else load_package(model)
+    dev = select_device(device)
+    if isinstance(source, CTVolume):
+        volume = source
+        validate_ct(volume)
+    else:
+        volume = load_ct(Path(source))
+    timings["load_s"] = time.perf_counter() - t
+    _stage_reporter(progress, "load")(1.0)
+    check_cancel()
+
+    t = time.perf_counter()
+    mask = lung_mask(volume.hu, volume.spacing)
+    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, package.card["input"]["spatial_shape"][0])
+    timings["lung_mask_s"] = time.perf_counter() - t
+    _stage_reporter(progress, "lung mask")(1.0)
+    check_cancel()
+
+    t = time.perf_counter()
+    net = package.build(dev)
+    logits = predict_logits(net, slices.images, dev, batch_size, _stage_reporter(progress, "inference"), cancel)
+    probabilities = softmax(logits, package.card["calibration"]["temperature"]).astype(np.float32)
+    timings["inference_s"] = time.perf_counter() - t
+
+    pos = probabilities[:, package.positive_index]
+    verdict = study_verdict(slices.indices, pos, package.card["operating_point"]["slice_threshold"],
+                            package.card["study_rule"]["min_fraction"])
+    heat = None
+    if heatmap:
+        t = time.perf_counter()
+        maps = gradcam_maps(net, gradcam_layer(package.card["architecture"]), slices.images,
+                            package.positive_index, dev, batch_size or 16, _stage_reporter(progress, "grad-cam"),
+                            cancel)
+        heat = to_volume(maps, pos, slices.indices, slices.box, volume.shape, mask.lungs)
+        timings["gradcam_s"] = time.perf_counter() - t
+    _stage_reporter(progress, "grad-cam")(1.0)
+    return ScreenResult(volume=volume, mask=mask, model=package, slice_indices=slices.indices,
+                        probabilities=probabilities, heatmap=heat, verdict=verdict, device=str(dev),
+                        timings=timings)
+
+
+def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
+                     progress: Progress | None = None, **kwargs) -> ScreenResult:
+    """``screen`` and write the report folder (all or nothing)."""
+    from .report import check_output_folder, write_report
+
+    check_output_folder(out_dir, overwrite)
+    result = screen(source, progress=progress, **kwargs)
+    write_report(result, out_dir, overwrite=overwrite)
+    _stage_reporter(progress, "report")(1.0)
+    return result

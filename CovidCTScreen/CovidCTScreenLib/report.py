@@ -1,0 +1,192 @@
+"""The report folder: report.json, slice_scores.csv, lung_mask.nrrd, heatmap.nrrd and PNG overlays.
+
+Everything is written into a hidden temporary folder beside the target and moved into place at
+the end, so a failure or a cancel never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import RESEARCH_USE_NOTICE, __version__
+from .errors import InputError
+from .preprocess import window_hu
+
+SCHEMA = "covidctscreen.report"
+SCHEMA_VERSION = 1
+CLASS_DISPLAY = {"COVID": "COVID-19", "NonCOVID": "non-COVID-19"}
+
+
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool) -> None:
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"Output {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"Output folder {out} is not empty; choose another folder or pass --overwrite")
+
+
+def _software() -> dict:
+    import importlib.metadata as md
+
+    versions = {"covidctscreen": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "torch", "monai", "SimpleITK", "scikit-image", "pydicom"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def slice_z_mm(volume, k: int) -> float:
+    """Patient z (LPS, mm) of axial slice k."""
+    direction = np.asarray(volume.direction).reshape(3, 3)
+    return float(volume.origin[2] + direction[2, 2] * k * volume.spacing[2])
+
+
+def build_report(result, files: dict) -> dict:
+    """The report.json document (schema ``SCHEMA`` version ``SCHEMA_VERSION``)."""
+    vol, card, verdict = result.volume, result.model.card, result.verdict
+    labels = result.model.labels
+    slices = [{"slice": int(k), "z_mm": round(slice_z_mm(vol, int(k)), 2),
+               "probabilities": {CLASS_DISPLAY.get(lab, lab): round(float(p), 4) for lab, p in zip(labels, row)},
+               "positive": bool(row[result.model.positive_index] >= verdict.slice_threshold)}
+              for k, row in zip(result.slice_indices, result.probabilities)]
+    pos = result.positive_probability
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "notice": RESEARCH_USE_NOTICE,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": {"source": vol.source, "shape_zyx": list(vol.shape), "spacing_mm_xyz": list(vol.spacing),
+                  "origin_lps_mm": list(vol.origin), "direction": list(vol.direction), **vol.meta},
+        "model": {"name": result.model.name, "path": str(result.model.path),
+                  "weights_sha256": card["weights_sha256"], "architecture": card["architecture"],
+                  "task": card["task"], "trained_on": card["training"]["train"],
+                  "validated_on": card["validation"]["split"],
+                  "validation_at_operating_point": {k: card["validation"]["at_operating_point"][k]
+                                                    for k in ("auc", "sensitivity", "specificity", "f1")},
+                  "calibration": card["calibration"], "input_mapping": card["input"]},
+        "verdict": {**verdict.to_dict(),
+                    "summary": (f"{verdict.label}: {verdict.positive_slices} of {verdict.lung_slices} lung slices "
+                                f"({verdict.positive_fraction:.0%}) reach the COVID-19 slice threshold")},
+        "slice_probability_summary": {"max": float(pos.max()), "mean": float(pos.mean()),
+                                      "mean_top5": float(np.sort(pos)[-5:].mean())},
+        "not_assessed": card.get("unsupported_classes", {}),
+        "lungs": {"volume_ml": {k: round(v, 1) for k, v in result.lung_volume_ml.items()},
+                  "lung_slices": int(len(result.slice_indices)), "slices_total": int(vol.shape[0]),
+                  "method": "HU-based 3D mask (seed 002 recipe, see lung_mask.py); labels 1 right, 2 left"},
+        "slices": slices,
+        "key_slices": [{**t, "png": f"key_slice_{t['slice']:03d}.png"} for t in verdict.top_slices],
+        "files": files,
+        "device": result.device,
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "software": _software(),
+    }
+
+
+def _write_csv(result, path: Path) -> None:
+    labels = [CLASS_DISPLAY.get(lab, lab) for lab in result.model.labels]
+    area = result.mask.lungs.sum(axis=(1, 2)) * result.volume.spacing[0] * result.volume.spacing[1] / 100.0
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["slice", "z_mm", "lung_area_cm2"] + [f"p_{lab}" for lab in labels] + ["positive"])
+        for k, row in zip(result.slice_indices, result.probabilities):
+            w.writerow([int(k), f"{slice_z_mm(result.volume, int(k)):.2f}", f"{area[k]:.1f}"]
+                       + [f"{p:.4f}" for p in row]
+                       + [int(row[result.model.positive_index] >= result.verdict.slice_threshold)])
+
+
+def _write_image(result, array: np.ndarray, path: Path) -> None:
+    import SimpleITK as sitk
+
+    sitk.WriteImage(result.volume.like(array), str(path), useCompression=True)
+
+
+def overlay_png(result, k: int, path: Path, title: str) -> None:
+    """One axial slice: CT in the lung window, Grad-CAM heatmap, lung outline (radiological view)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vol = result.volume
+    aspect = vol.spacing[1] / vol.spacing[0]
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
+    ax.imshow(window_hu(vol.hu[k]), cmap="gray", vmin=0, vmax=1, aspect=aspect, interpolation="bilinear")
+    if result.heatmap is not None:
+        heat = np.ma.masked_less(result.heatmap[k], 0.05)
+        im = ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=0.45, aspect=aspect)
+        fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01, label="Grad-CAM x P(COVID-19)")
+    ax.contour(result.mask.labels[k] > 0, levels=[0.5], colors="cyan", linewidths=0.8)
+    ax.set_title(title, fontsize=10)
+    ax.text(0.01, 0.01, "R", color="w", transform=ax.transAxes)
+    ax.text(0.97, 0.01, "L", color="w", transform=ax.transAxes)
+    ax.set_axis_off()
+    ax.text(0.5, -0.01, "Research use only - not for clinical diagnosis", transform=ax.transAxes, ha="center",
+            va="top", fontsize=8, color="firebrick")
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def scores_png(result, path: Path) -> None:
+    """COVID-19 probability against slice position, with the slice threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v = result.verdict
+    fig, ax = plt.subplots(figsize=(7, 3), dpi=100)
+    ax.plot(result.slice_indices, result.positive_probability, "o-", ms=3)
+    ax.axhline(v.slice_threshold, color="firebrick", ls="--", lw=1, label=f"slice threshold {v.slice_threshold:.2f}")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("axial slice index (inferior -> superior)")
+    ax.set_ylabel("P(COVID-19)")
+    ax.set_title(f"{v.label}: {v.positive_slices}/{v.lung_slices} slices positive", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write every report file into ``out_dir`` at once; return its path."""
+    out = Path(out_dir)
+    check_output_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        tmp.chmod(0o755)
+        files = {"report": "report.json", "slice_scores": "slice_scores.csv", "lung_mask": "lung_mask.nrrd",
+                 "scores_plot": "slice_scores.png"}
+        _write_csv(result, tmp / files["slice_scores"])
+        _write_image(result, result.mask.labels, tmp / files["lung_mask"])
+        if result.heatmap is not None:
+            files["heatmap"] = "heatmap.nrrd"
+            _write_image(result, result.heatmap, tmp / files["heatmap"])
+        scores_png(result, tmp / files["scores_plot"])
+        for t in result.verdict.top_slices:
+            k = t["slice"]
+            overlay_png(result, k, tmp / f"key_slice_{k:03d}.png",
+                        f"slice {k} (z {slice_z_mm(result.volume, k):.0f} mm): P(COVID-19) {t['probability']:.2f}")
+        (tmp / files["report"]).write_text(json.dumps(build_report(result, files), indent=2) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,178 @@
+"""Read a chest CT (DICOM series folder, NRRD, NIfTI, MHA) into HU with its geometry, or refuse it.
+
+Volumes are reoriented to LPS index order (k runs inferior -> superior along the axial slices),
+so slice k is an axial slice whatever the file's axis order; the physical space is unchanged, so
+everything written back (mask, heatmap) overlays the input in any viewer.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+MIN_SLICES = 5
+SPACING_RANGE_MM = (0.1, 20.0)
+HU_RANGE = (-3100.0, 40000.0)  # -3024 is the lowest padding scanners write
+
+
+@dataclass
+class CTVolume:
+    """HU voxels as a (z, y, x) float32 array plus the LPS geometry SimpleITK reports."""
+
+    hu: np.ndarray
+    spacing: tuple[float, float, float]  # (x, y, z) mm
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]  # 3x3 row-major
+    source: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.hu.shape)
+
+    def like(self, array: np.ndarray):
+        """A SimpleITK image of ``array`` (z, y, x) with this volume's geometry."""
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(array)
+        img.SetSpacing(self.spacing)
+        img.SetOrigin(self.origin)
+        img.SetDirection(self.direction)
+        return img
+
+
+def _dicom_series(folder: Path) -> tuple[list[str], dict]:
+    """File names of the one CT series in ``folder`` (sorted by position) and its header facts."""
+    import pydicom
+    import SimpleITK as sitk
+
+    files = [p for p in folder.iterdir() if p.is_file()]
+    if not files:
+        raise InputError(f"Folder {folder} is empty: expected the DICOM files of one CT series")
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"No DICOM series found in {folder} ({len(files)} files, none readable as DICOM image)")
+    if len(series) > 1:
+        raise InputError(f"{folder} mixes {len(series)} DICOM series; put each series in its own folder "
+                         f"(series UIDs: {', '.join(series[:4])}{' ...' if len(series) > 4 else ''})")
+    names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    try:
+        head = pydicom.dcmread(names[0], stop_before_pixels=True)
+    except Exception as e:  # pydicom raises several types for broken files
+        raise InputError(f"Cannot read DICOM header of {names[0]}: {e}") from e
+    modality = str(getattr(head, "Modality", ""))
+    if modality != "CT":
+        raise InputError(f"{folder} holds a {modality or 'unknown-modality'} series; CovidCTScreen needs CT")
+    if "RescaleIntercept" not in head and int(getattr(head, "PixelRepresentation", 0)) == 0:
+        raise InputError(f"{folder}: unsigned pixels without RescaleIntercept, so values are not Hounsfield units")
+    positions = []
+    for n in names:
+        h = pydicom.dcmread(n, stop_before_pixels=True, specific_tags=["ImagePositionPatient", "SeriesInstanceUID"])
+        if "ImagePositionPatient" in h:
+            positions.append([float(v) for v in h.ImagePositionPatient])
+    if len(positions) == len(names) > 2:
+        steps = np.linalg.norm(np.diff(np.array(positions), axis=0), axis=1)
+        if steps.min() <= 0 or steps.max() > 1.5 * np.median(steps):
+            raise InputError(f"{folder}: slices are missing or duplicated (slice gaps {steps.min():.2f}-"
+                             f"{steps.max():.2f} mm); re-export the complete series")
+    meta = {"format": "DICOM", "modality": modality, "files": len(names),
+            "series_instance_uid": str(getattr(head, "SeriesInstanceUID", "")),
+            "manufacturer": str(getattr(head, "Manufacturer", "")),
+            "convolution_kernel": str(getattr(head, "ConvolutionKernel", "")),
+            "slice_thickness_mm": float(getattr(head, "SliceThickness", 0) or 0)}
+    return names, meta
+
+
+def _check_gzip(path: Path) -> None:
+    """ITK reads a truncated .nii.gz as zeros without complaint; decompress it once to be sure it is whole."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"Cannot read {path}: the file is corrupt or truncated ({e})") from e
+
+
+def _read_image(path: Path):
+    import SimpleITK as sitk
+
+    if path.is_dir():
+        names, meta = _dicom_series(path)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(names)
+        try:
+            return reader.Execute(), meta
+        except RuntimeError as e:
+            raise InputError(f"Cannot read the DICOM series in {path}: {str(e).strip().splitlines()[-1]}") from e
+    name = path.name.lower()
+    if name.endswith(".dcm"):
+        raise InputError(f"{path} is a single DICOM file; give the folder holding the whole CT series")
+    if not name.endswith(VOLUME_SUFFIXES):
+        raise InputError(f"{path}: unsupported file type; give a DICOM series folder or one of "
+                         f"{', '.join(VOLUME_SUFFIXES)}")
+    if name.endswith(".gz"):
+        _check_gzip(path)
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise InputError(f"Cannot read {path}: the file is corrupt or not a {name.split('.', 1)[-1]} volume") from e
+    return img, {"format": name.split(".", 1)[-1].upper()}
+
+
+def load_ct(path: str | os.PathLike) -> CTVolume:
+    """Read ``path`` and return the CT in HU, or raise ``InputError`` saying why it cannot be screened."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    img, meta = _read_image(path)
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path} has {img.GetNumberOfComponentsPerPixel()} components per voxel (colour or "
+                         f"vector image); a CT has one")
+    if img.GetDimension() != 3:
+        raise InputError(f"{path} is {img.GetDimension()}D; a CT volume is 3D")
+    img = sitk.DICOMOrient(img, "LPS")
+    volume = CTVolume(hu=sitk.GetArrayFromImage(img).astype(np.float32), spacing=img.GetSpacing(),
+                      origin=img.GetOrigin(), direction=img.GetDirection(), source=str(path), meta=meta)
+    validate_ct(volume)
+    return volume
+
+
+def validate_ct(volume: CTVolume) -> None:
+    """Refuse volumes that are not a usable chest CT in Hounsfield units."""
+    hu, src = volume.hu, volume.source
+    if hu.ndim != 3 or hu.shape[0] < MIN_SLICES:
+        raise InputError(f"{src} has {hu.shape[0] if hu.ndim == 3 else 1} slice(s); at least {MIN_SLICES} axial "
+                         f"slices of a chest CT are needed")
+    if min(hu.shape[1:]) < 64:
+        raise InputError(f"{src}: slices of {hu.shape[2]}x{hu.shape[1]} pixels are too small for a chest CT")
+    lo, hi = SPACING_RANGE_MM
+    if not all(lo <= s <= hi for s in volume.spacing):
+        raise InputError(f"{src}: voxel spacing {tuple(round(s, 3) for s in volume.spacing)} mm is not plausible "
+                         f"for a CT (expected {lo}-{hi} mm)")
+    if not np.isfinite(hu).all():
+        raise InputError(f"{src} contains NaN or infinite voxel values")
+    vmin, vmax = float(hu.min()), float(hu.max())
+    if vmin == vmax:
+        raise InputError(f"{src} is constant ({vmin}); it holds no image")
+    if vmin >= 0:
+        raise InputError(f"{src}: no negative values (min {vmin:g}); the data is not in Hounsfield units "
+                         f"(raw unsigned scanner values without rescale?)")
+    if vmin < HU_RANGE[0] or vmax > HU_RANGE[1]:
+        raise InputError(f"{src}: values {vmin:g}..{vmax:g} lie outside the Hounsfield range")
+    p1, p50 = np.percentile(hu[:, ::4, ::4], [1, 50])
+    if p1 > -900:
+        raise InputError(f"{src}: no air near -1000 HU (1st percentile {p1:.0f}); this is not a CT in "
+                         f"Hounsfield units or not a chest CT")
+    if p50 > 300:
+        raise InputError(f"{src}: median {p50:.0f} HU is not plausible for a chest CT")

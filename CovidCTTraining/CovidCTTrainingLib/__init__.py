@@ -1,0 +1,1 @@
+"""CovidCTTraining core: retrain slice classifiers and export model packages (no slicer import)."""

@@ -1,0 +1,48 @@
+"""Seed 000's augmentations (Han, Kim, Kwak, PLOS ONE), on [0, 1] tensors of shape (B, 1, H, W).
+
+Geometry: scaling in [0.8, 1.2], translation within 1 % of width/height, shear in [-5, 5] degrees,
+horizontal flip with p = 0.5. Intensity: one of Gaussian blur (sigma in [0, 3]), median blur
+(kernel 3 or 5; the paper's 4 has no centre), additive Gaussian noise (sigma in [0, 12.75] on the
+0-255 scale); then a brightness shift in [-20, 20] (0-255 scale). The paper resizes to 256 and
+centre-crops 224; here the shared 224 preprocessing is kept and the affine works at 224.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+
+def _median_blur(x: torch.Tensor, k: int) -> torch.Tensor:
+    pad = k // 2
+    patches = F.unfold(F.pad(x, (pad, pad, pad, pad), mode="reflect"), k)
+    return patches.median(dim=1).values.view_as(x)
+
+
+def augment(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A randomly perturbed copy of ``batch`` (the input is not modified)."""
+    g = generator
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * torch.rand((), generator=g).item()
+
+    out = []
+    for img in batch:
+        h, w = img.shape[-2:]
+        img = TF.affine(img, angle=0.0, translate=[uniform(-0.01, 0.01) * w, uniform(-0.01, 0.01) * h],
+                        scale=uniform(0.8, 1.2), shear=[uniform(-5, 5), 0.0],
+                        interpolation=TF.InterpolationMode.BILINEAR)
+        if torch.rand((), generator=g) < 0.5:
+            img = TF.horizontal_flip(img)
+        choice = int(torch.randint(3, (), generator=g))
+        if choice == 0:
+            sigma = uniform(0.01, 3.0)
+            img = TF.gaussian_blur(img, kernel_size=2 * int(3 * sigma) + 1, sigma=sigma)
+        elif choice == 1:
+            img = _median_blur(img[None], 3 if torch.rand((), generator=g) < 0.5 else 5)[0]
+        else:
+            img = img + torch.randn(img.shape, generator=g) * uniform(0.0, 12.75 / 255.0)
+        img = img + uniform(-20.0, 20.0) / 255.0
+        out.append(img.clamp(0.0, 1.0))
+    return torch.stack(out)

@@ -1,0 +1,85 @@
+"""Labelled slice lists: COVID-CT official patient-level splits, and generic class-per-folder image sets.
+
+No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-image only.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from CovidCTScreenLib.errors import InputError
+from CovidCTScreenLib.preprocess import INPUT_SIZE, prepare_image
+
+COVID_CT_LABELS = ["NonCOVID", "COVID"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Item:
+    path: Path
+    label: int
+    patient: str
+
+
+def _covid_ct_patients(root: Path) -> dict[str, str]:
+    """File name -> patient id from the COVID-CT meta files (83 COVID names lack '.png' there)."""
+    patients: dict[str, str] = {}
+    with open(root / "meta" / "COVID-CT-MetaInfo.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            name, pid = (row.get("File name") or "").strip(), (row.get("Patient ID") or "").strip()
+            if name and pid:
+                patients[name if "." in name[-5:] else name + ".png"] = "covid:" + pid
+    with open(root / "meta" / "NonCOVID-CT-MetaInfo.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            patients[row["image name"].strip()] = "noncovid:" + row["patient id"].strip()
+    return patients
+
+
+def covid_ct_split(root: str | Path, split: str) -> list[Item]:
+    """Items of the official COVID-CT ``train`` / ``val`` split (label 1 = COVID), with patient ids."""
+    root = Path(root)
+    patients = _covid_ct_patients(root)
+    items = []
+    for label, cls in enumerate(COVID_CT_LABELS):
+        list_file = root / "splits" / f"{split}_{cls}.txt"
+        if not list_file.is_file():
+            raise InputError(f"COVID-CT split list {list_file} not found")
+        for name in list_file.read_text().split():
+            path = root / f"CT_{cls}" / name
+            if not path.is_file():
+                raise InputError(f"{path} listed in {list_file.name} is missing")
+            items.append(Item(path, label, patients.get(name, f"{cls}:{name}")))
+    return items
+
+
+def folder_items(root: str | Path, labels: list[str]) -> list[Item]:
+    """Items of an image folder with one sub-folder per class name (e.g. CT_COVID/, CT_NonCOVID/).
+
+    A sub-folder matches a label when its name equals it or ends with ``_<label>``.
+    Patient ids are unknown here: each image is its own patient.
+    """
+    root = Path(root)
+    items = []
+    for label, name in enumerate(labels):
+        dirs = [d for d in root.iterdir() if d.is_dir() and (d.name == name or d.name.endswith("_" + name))]
+        for d in dirs:
+            items += [Item(p, label, f"{d.name}/{p.name}") for p in sorted(d.iterdir())
+                      if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not items:
+        raise InputError(f"No images under {root} in sub-folders named {labels}")
+    return items
+
+
+def load_images(items: list[Item], size: int = INPUT_SIZE) -> np.ndarray:
+    """(N, size, size) float32 model inputs in [0, 1] (images opened by content, not extension)."""
+    from PIL import Image
+
+    out = np.empty((len(items), size, size), dtype=np.float32)
+    for i, item in enumerate(items):
+        with Image.open(item.path) as im:
+            out[i] = prepare_image(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im), size)
+    return out

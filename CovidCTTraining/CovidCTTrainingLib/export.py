@@ -1,0 +1,71 @@
+"""Turn a training result into a model package CovidCTScreen loads (weights + model card)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from CovidCTScreenLib import __version__
+from CovidCTScreenLib.calibration import softmax
+from CovidCTScreenLib.metrics import binary_metrics, youden_threshold
+from CovidCTScreenLib.model_package import ModelPackage, save_package
+from CovidCTScreenLib.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
+
+from .calibrate import fit_temperature
+from .trainer import TrainResult
+
+# The plain ImageNet EfficientNet-Lite0 fine-tune of the project brief (AdamW 3e-4, 25 epochs, CPU).
+PLAIN_BASELINE_VAL = {"auc": 0.855, "f1": 0.76}
+STUDY_MIN_FRACTION = 0.05  # seed 002: a study is positive when > 5 % of its lung slices are positive
+
+
+def export_package(result: TrainResult, out: str | Path, *, name: str, labels: list[str], positive_label: str,
+                   val_labels: np.ndarray, data: dict, command: str) -> ModelPackage:
+    """Calibrate on validation, pick the operating point, write the package and return it."""
+    pos = labels.index(positive_label)
+    temperature = fit_temperature(result.val_logits, val_labels)
+    prob = softmax(result.val_logits, temperature)[:, pos]
+    threshold = youden_threshold(val_labels == pos, prob)
+    at_half = binary_metrics(val_labels == pos, prob, 0.5)
+    at_op = binary_metrics(val_labels == pos, prob, threshold)
+    card = {
+        "name": name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "software": {"covidctscreen": __version__, "python": platform.python_version()},
+        "task": "slice classification: COVID-19 vs non-COVID-19 (axial chest CT slice)",
+        "architecture": result.config["architecture"],
+        "labels": labels,
+        "positive_label": positive_label,
+        "unsupported_classes": {
+            "other pneumonia": "not learned: the training data has no labelled other-pneumonia class",
+            "normal": "not separated from other non-COVID findings: COVID-CT's NonCOVID class mixes both",
+        },
+        "input": {
+            "channels": 1, "spatial_shape": [INPUT_SIZE, INPUT_SIZE], "value_range": [0.0, 1.0],
+            "hu_window": list(LUNG_WINDOW),
+            "hu_mapping": "HU clipped to the window and scaled linearly to [0, 1] (W1500/L-600 lung window)",
+            "image_mapping": "8-bit display images divided by 255 (grey; RGB by ITU-R 601 luma)",
+            "crop": f"CT slices cropped to the 3D lung mask's in-plane box plus {CROP_MARGIN:.0%} margin",
+            "resize": "anti-aliased bilinear to the square input size (aspect not kept)",
+        },
+        "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": data["val"]},
+        "operating_point": {"slice_threshold": threshold, "chosen_by": "Youden J on the validation split"},
+        "study_rule": {"rule": "fraction_of_positive_slices", "min_fraction": STUDY_MIN_FRACTION,
+                       "source": "seed 002 (Chen et al.): 5 % proportion threshold, chosen there for sensitivity; "
+                                 "no COVID-19 CT volumes are available here to tune it"},
+        "training": {**data, "method": "supervised transfer learning (ImageNet EfficientNet-Lite0), "
+                                       "seed 000 augmentations, class-weighted CE with label smoothing",
+                     "config": result.config, "best_epoch": result.best_epoch, "command": command,
+                     "history": [{k: h[k] for k in ("epoch", "train_loss", "seconds")} | {"val_auc": h["val"]["auc"]}
+                                 for h in result.history]},
+        "validation": {"split": data["val"], "calibrated": True, "at_0.5": at_half, "at_operating_point": at_op},
+        "baseline": {"description": "plain ImageNet EfficientNet-Lite0 fine-tune (AdamW 3e-4, 25 epochs, CPU)",
+                     "val": PLAIN_BASELINE_VAL,
+                     "delta_auc": at_half["auc"] - PLAIN_BASELINE_VAL["auc"],
+                     "delta_f1_at_0.5": at_half["f1"] - PLAIN_BASELINE_VAL["f1"]},
+        "intended_use": "Research use only. Screening aid for axial chest CT; not for clinical diagnosis.",
+    }
+    return save_package(out, result.state_dict, card)
