@@ -117,6 +117,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
         start_epoch, history = ck["epoch"] + 1, ck["history"]
         best = {"auc": ck["best_auc"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
 
@@ -155,7 +156,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                           best["epoch"] + 1, best["auc"])
         history.append(asdict(rep))
         _atomic_save({"config": asdict(config), "epoch": epoch, "model": net.state_dict(),
-                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "history": history,
+                      "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                      "torch_rng": torch.get_rng_state(), "history": history,
                       "best_auc": best["auc"], "best_epoch": best["epoch"], "best_state": best["state"]}, ckpt_path)
         if progress:
             progress(rep)

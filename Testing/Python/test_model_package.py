@@ -1,0 +1,70 @@
+"""The shipped model package: verified weights, an honest card, and card figures that reproduce."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from CovidCTScreenLib.calibration import softmax
+from CovidCTScreenLib.errors import InputError
+from CovidCTScreenLib.metrics import binary_metrics
+from CovidCTScreenLib.model_package import (CARD_NAME, DEFAULT_MODEL, MODELS_DIR, WEIGHTS_NAME, available_models,
+                                            load_package)
+
+from conftest import COVID_CT, REPO
+
+
+def test_shipped_model_card():
+    assert DEFAULT_MODEL in available_models()
+    pkg = load_package()
+    card = pkg.card
+    assert card["labels"] == ["NonCOVID", "COVID"] and card["positive_label"] == "COVID"
+    assert "other pneumonia" in card["unsupported_classes"]
+    assert card["input"]["hu_window"] == [-1350.0, 150.0] and card["input"]["spatial_shape"] == [224, 224]
+    assert "test split not used" in card["training"]["test"]
+    assert card["calibration"]["temperature"] > 0 and 0 < card["operating_point"]["slice_threshold"] < 1
+    assert card["study_rule"]["min_fraction"] == 0.05
+    assert (pkg.path / WEIGHTS_NAME).stat().st_size < 25 * 2**20
+    resources = sum(f.stat().st_size for f in (REPO / "Resources").rglob("*") if f.is_file())
+    assert resources < 80 * 2**20
+
+
+def test_weights_are_hash_checked(tmp_path):
+    copy = tmp_path / "pkg"
+    shutil.copytree(MODELS_DIR / DEFAULT_MODEL, copy)
+    data = bytearray((copy / WEIGHTS_NAME).read_bytes())
+    data[-10] ^= 0xFF
+    (copy / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(InputError, match="sha256"):
+        load_package(copy)
+    with pytest.raises(InputError, match="No model package"):
+        load_package(tmp_path / "nowhere")
+    (copy / CARD_NAME).write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        load_package(copy)
+
+
+@pytest.mark.slow
+def test_card_validation_figures_reproduce_and_beat_baseline():
+    """Re-score the COVID-CT val split with the shipped weights: the card's AUC / F1 come back, and beat
+    the plain EfficientNet-Lite0 baseline (val AUC 0.855, F1 0.76)."""
+    from CovidCTScreenLib.inference import predict_logits, select_device
+    from CovidCTTrainingLib.data import covid_ct_split, load_images
+
+    pkg = load_package()
+    items = covid_ct_split(COVID_CT, "val")
+    y = np.array([i.label for i in items])
+    dev = select_device("cpu")
+    logits = predict_logits(pkg.build(dev), load_images(items), dev)
+    p = softmax(logits, pkg.card["calibration"]["temperature"])[:, pkg.positive_index]
+    m = binary_metrics(y, p, 0.5)
+    card = pkg.card["validation"]["at_0.5"]
+    assert m["auc"] == pytest.approx(card["auc"], abs=2e-3)
+    assert m["f1"] == pytest.approx(card["f1"], abs=0.02)
+    assert m["auc"] > 0.855 and m["f1"] > 0.76
+    op = binary_metrics(y, p, pkg.card["operating_point"]["slice_threshold"])
+    assert op["sensitivity"] == pytest.approx(pkg.card["validation"]["at_operating_point"]["sensitivity"], abs=0.02)
+    print(json.dumps({"auc": m["auc"], "f1": m["f1"]}))

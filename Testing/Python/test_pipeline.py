@@ -1,0 +1,95 @@
+"""End to end on the shipped sample CT with the shipped model: report content, geometry, CLI, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from CovidCTScreenLib.model_package import DEFAULT_MODEL, load_package
+from CovidCTScreenLib.pipeline import screen_to_folder
+from CovidCTScreenLib.report import SCHEMA_VERSION
+
+from conftest import DICOM_SERIES, SAMPLE_CT, tree_digest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "report"
+    before = tree_digest(SAMPLE_CT)
+    stages = []
+    result = screen_to_folder(SAMPLE_CT, out, device="cpu", progress=lambda s, f: stages.append((s, f)))
+    assert tree_digest(SAMPLE_CT) == before  # the input is never modified
+    fractions = [f for _, f in stages]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    return out, result
+
+
+def test_report_files_and_schema(report_dir):
+    out, result = report_dir
+    names = {p.name for p in out.iterdir()}
+    assert {"report.json", "slice_scores.csv", "lung_mask.nrrd", "heatmap.nrrd", "slice_scores.png"} <= names
+    assert len([n for n in names if n.startswith("key_slice_")]) == 5
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["schema_version"] == SCHEMA_VERSION and "RESEARCH USE ONLY" in rep["notice"]
+    assert rep["model"]["name"] == DEFAULT_MODEL
+    assert rep["model"]["weights_sha256"] == load_package().card["weights_sha256"]
+    assert rep["verdict"]["lung_slices"] == len(rep["slices"]) == len(result.slice_indices)
+    assert 2000 < rep["lungs"]["volume_ml"]["total"] < 8000
+    # the binary model must not print probabilities for classes it never learned
+    assert set(rep["slices"][0]["probabilities"]) == {"COVID-19", "non-COVID-19"}
+    assert {"other pneumonia", "normal"} <= set(rep["not_assessed"])
+    probs = np.array([s["probabilities"]["COVID-19"] for s in rep["slices"]])
+    assert ((probs >= 0) & (probs <= 1)).all()
+    top = [t["slice"] for t in rep["key_slices"]]
+    assert probs[[result.slice_indices.tolist().index(k) for k in top]].tolist() == sorted(probs, reverse=True)[:5]
+    frac = float((probs >= rep["verdict"]["slice_threshold"]).mean())
+    assert rep["verdict"]["positive"] == (frac > rep["verdict"]["min_fraction"])
+    for key in ("load_s", "lung_mask_s", "inference_s", "gradcam_s"):
+        assert rep["timings_s"][key] >= 0
+    csv_lines = (out / "slice_scores.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + len(rep["slices"])
+
+
+def test_outputs_align_with_input(report_dir):
+    out, result = report_dir
+    ct = sitk.ReadImage(str(SAMPLE_CT))
+    for name in ("lung_mask.nrrd", "heatmap.nrrd"):
+        img = sitk.ReadImage(str(out / name))
+        assert img.GetSize() == ct.GetSize()
+        assert np.allclose(img.GetSpacing(), ct.GetSpacing()) and np.allclose(img.GetOrigin(), ct.GetOrigin())
+        assert np.allclose(img.GetDirection(), ct.GetDirection())
+    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd")))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lung_mask.nrrd")))
+    assert heat.min() >= 0 and heat.max() <= 1
+    assert heat[labels == 0].max() == 0  # heat only inside the lungs
+    k = result.verdict.top_slices[0]["slice"]
+    assert heat[k].max() > 0
+    assert set(np.unique(labels)) == {0, 1, 2}
+
+
+def test_cli_ok_and_refusals(tmp_path):
+    exe = [sys.executable, "-m", "CovidCTScreenLib.cli"]
+    ok = subprocess.run(exe + [str(SAMPLE_CT), "--out", str(tmp_path / "r"), "--device", "cpu", "--quiet",
+                               "--no-heatmap"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "Research use only" in ok.stdout and (tmp_path / "r" / "report.json").is_file()
+    again = subprocess.run(exe + [str(SAMPLE_CT), "--out", str(tmp_path / "r"), "--quiet"], capture_output=True,
+                           text=True)
+    assert again.returncode == 2 and "not empty" in again.stderr
+    one = tmp_path / "one_slice"
+    one.mkdir()
+    shutil.copy(sorted(DICOM_SERIES.glob("*.dcm"))[5], one)
+    bad = subprocess.run(exe + [str(one), "--out", str(tmp_path / "bad"), "--quiet"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    errors = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("covidct-screen: error:") and "slice" in errors[0]
+    assert "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))
