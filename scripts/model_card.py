@@ -18,6 +18,23 @@ def render(card: dict) -> str:
         return (f"| {name} | {m['threshold']:.3f} | {m['accuracy']:.3f} | {m['sensitivity']:.3f} | "
                 f"{m['specificity']:.3f} | {m['f1']:.3f} | {m['auc']:.3f} |")
 
+    selection = ""
+    if "selection" in t:
+        sel = t["selection"]
+        lines = "\n".join(f"| {c['model']} | {'on' if c['hflip_tta'] else 'off'} | {c['val_auc']:.4f} | "
+                          f"{c['val_f1_at_0.5']:.4f} |" for c in sel["candidates"])
+        runs = "\n".join(f"- run `{r['run']}`: seed {r['config']['seed']}, {r['config']['epochs']} epochs, best epoch "
+                         f"{r['best_epoch']}; val AUC by epoch {r['val_auc_by_epoch']}" for r in sel["runs"])
+        selection = f"""
+## Model selection (val split only)
+{runs}
+
+| candidate | mirror TTA | val AUC | val F1 at 0.5 |
+|---|---|---|---|
+{lines}
+
+Chosen: **{sel['chosen']['model']}**, mirror TTA {'on' if sel['chosen']['hflip_tta'] else 'off'}. {sel['note']}.
+"""
     unsupported = "\n".join(f"- **{k}**: {why}" for k, why in card["unsupported_classes"].items())
     history = ", ".join(f"{h['epoch']}: {h['val_auc']:.3f}" for h in t["history"])
     return f"""# Model card: {card['name']}
@@ -34,7 +51,7 @@ def render(card: dict) -> str:
 - Trained on: {t['train']}
 - Selected and calibrated on: {t['val']}
 - {t['test']}
-- Best epoch: {t['best_epoch']} of {t['config']['epochs']} (selection by validation AUC)
+- Epoch selection by validation AUC (per run; see below)
 
 ## Validation metrics (COVID-CT val split, calibrated probabilities)
 | operating point | threshold | accuracy | sensitivity | specificity | F1 | AUC |
@@ -46,7 +63,12 @@ Against the plain baseline ({b['description']}: val AUC {b['val']['auc']}, F1 {b
 **AUC {b['delta_auc']:+.3f}, F1 at 0.5 {b['delta_f1_at_0.5']:+.3f}.**
 The validation split has {t['val'].split(':')[1].strip()}: small, so differences of a few hundredths are within noise.
 
-Validation AUC by epoch: {history}
+{selection or 'Validation AUC by epoch: ' + history}
+
+## Behaviour on real HU CT (not validated)
+{card.get('hu_ct_check', {}).get('summary', 'not checked')}
+Per volume / slice: `{json.dumps(card.get('hu_ct_check', {}).get('non_covid_volumes', []))}`;
+`{json.dumps(card.get('hu_ct_check', {}).get('covid_hu_slices', []))}` (command: `python scripts/domain_gap.py --update-card`).
 
 ## What the model does not do
 {unsupported}

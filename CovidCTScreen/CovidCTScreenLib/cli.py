@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
     print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
+    check = result.model.card.get("hu_ct_check", {}).get("summary")
+    if check:
+        print(f"Caution: {check}")
     print("Research use only - not for clinical diagnosis.")
     return 0
 

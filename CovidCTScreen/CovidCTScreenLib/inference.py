@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import Cancelled, InputError
-from .preprocess import INPUT_SIZE, lung_box, prepare_hu_slice
+from .preprocess import INPUT_SIZE, LUNG_WINDOW, lung_box, prepare_hu_slice
 
 MIN_SLICE_LUNG_MM2 = 1000.0  # 10 cm2 of lung in a slice
 MIN_SLICE_LUNG_FRACTION = 0.05  # ... and at least 5 % of the largest lung cross-section
@@ -21,14 +21,17 @@ class SliceInputs:
     box: tuple[slice, slice]  # in-plane crop shared by all slices (rows, cols)
 
 
-def lung_slices(hu: np.ndarray, lungs: np.ndarray, spacing, size: int = INPUT_SIZE) -> SliceInputs:
-    """Model inputs for the slices that hold enough lung, cropped to the lungs' in-plane box."""
+def lung_slices(hu: np.ndarray, lungs: np.ndarray, spacing, size: int = INPUT_SIZE,
+                window: tuple[float, float] = LUNG_WINDOW, crop: str = "lung",
+                body: np.ndarray | None = None) -> SliceInputs:
+    """Model inputs for the slices that hold enough lung, cropped to the in-plane box of the lungs
+    (``crop="lung"``, with margin) or of the body (``crop="body"``) over the whole volume."""
     area_mm2 = lungs.sum(axis=(1, 2)) * spacing[0] * spacing[1]
     if area_mm2.max(initial=0) < MIN_SLICE_LUNG_MM2:
         raise InputError("No lungs found: no axial slice holds 10 cm2 of aerated lung. Is this a chest CT?")
     keep = np.flatnonzero((area_mm2 >= MIN_SLICE_LUNG_MM2) & (area_mm2 >= MIN_SLICE_LUNG_FRACTION * area_mm2.max()))
-    box = lung_box(lungs.any(axis=0))
-    images = np.stack([prepare_hu_slice(hu[k], box, size) for k in keep])
+    box = lung_box(lungs.any(axis=0)) if crop == "lung" else lung_box(body.any(axis=0), margin=0.0)
+    images = np.stack([prepare_hu_slice(hu[k], box, size, window) for k in keep])
     return SliceInputs(indices=keep, images=images, box=box)
 
 
@@ -51,8 +54,11 @@ def default_batch_size(device) -> int:
 
 def predict_logits(net, images: np.ndarray, device, batch_size: int | None = None,
                    progress: Callable[[float], None] | None = None,
-                   cancel: Callable[[], bool] | None = None) -> np.ndarray:
-    """(N, C) float32 logits for (N, H, W) [0, 1] images; fp16 autocast on CUDA, fp32 on CPU."""
+                   cancel: Callable[[], bool] | None = None, hflip_tta: bool = False) -> np.ndarray:
+    """(N, C) float32 logits for (N, H, W) [0, 1] images; fp16 autocast on CUDA, fp32 on CPU.
+
+    With ``hflip_tta`` the logits are the mean over the image and its left-right mirror.
+    """
     import torch
 
     batch_size = batch_size or default_batch_size(device)
@@ -63,7 +69,10 @@ def predict_logits(net, images: np.ndarray, device, batch_size: int | None = Non
                 raise Cancelled("cancelled during inference")
             x = torch.from_numpy(images[start:start + batch_size])[:, None].to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                out.append(net(x).float().cpu())
+                logits = net(x).float()
+                if hflip_tta:
+                    logits = (logits + net(torch.flip(x, dims=[-1])).float()) / 2
+            out.append(logits.cpu())
             if progress:
                 progress(min(start + batch_size, len(images)) / len(images))
     return torch.cat(out).numpy()

@@ -120,7 +120,8 @@ def _split_two(lung: np.ndarray) -> np.ndarray:
     order = np.argsort(sizes)[::-1]
     if len(order) > 2 and sizes[order[1]] > 0.1 * total:
         return labels
-    big = labels == order[0]
+    box = _bbox(labels == order[0], 1)
+    big = labels[box] == order[0]
     eroded = big
     for depth in range(1, 13):
         eroded = ndimage.binary_erosion(eroded, _SQUARE)
@@ -134,10 +135,12 @@ def _split_two(lung: np.ndarray) -> np.ndarray:
                 grow_a = ndimage.binary_dilation(a, _SQUARE) & free
                 a, b = a | grow_a, b | (ndimage.binary_dilation(b, _SQUARE) & free & ~grow_a)
             rest, _ = _components(big & ~a & ~b)  # pieces cut off far from both: own components
-            relabelled = np.where(rest > 0, rest + labels.max() + 2, labels)
-            relabelled[a] = labels.max() + 1
-            relabelled[b] = labels.max() + 2
-            return relabelled
+            n = labels.max()
+            part = labels[box]
+            part[big] = np.where(rest[big] > 0, rest[big] + n + 2, 0)
+            part[a] = n + 1
+            part[b] = n + 2
+            return labels
     return labels
 
 
@@ -171,16 +174,28 @@ def _disc_steps(radius_px: int) -> list[np.ndarray]:
     return [_CROSS if i % 2 == 0 else _SQUARE for i in range(radius_px)]
 
 
+def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
+    """Bounding box of a non-empty mask, grown in-plane by ``pad`` (clipped to the array)."""
+    zs, ys, xs = (np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    return (slice(zs[0], zs[-1] + 1), slice(max(ys[0] - pad, 0), ys[-1] + pad + 1),
+            slice(max(xs[0] - pad, 0), xs[-1] + pad + 1))
+
+
 def _close_in_plane(mask: np.ndarray, spacing) -> np.ndarray:
     """Morphological closing with an octagonal disc of radius ``CLOSING_MM`` in each slice."""
+    out = np.zeros_like(mask)
+    if not mask.any():
+        return out
     radius = max(1, int(round(CLOSING_MM / min(spacing[0], spacing[1]))))
     pad = radius + 1
-    out = np.pad(mask, ((0, 0), (pad, pad), (pad, pad)))
+    box = _bbox(mask, pad)
+    crop = np.pad(mask[box], ((0, 0), (pad, pad), (pad, pad)))  # room for the disc at the array edge
     for step in _disc_steps(radius):
-        out = ndimage.binary_dilation(out, step)
+        crop = ndimage.binary_dilation(crop, step)
     for step in _disc_steps(radius):
-        out = ndimage.binary_erosion(out, step, border_value=1)
-    return out[:, pad:-pad, pad:-pad]
+        crop = ndimage.binary_erosion(crop, step, border_value=1)
+    out[box] = crop[:, pad:-pad, pad:-pad]
+    return out
 
 
 def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:

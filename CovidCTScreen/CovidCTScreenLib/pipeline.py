@@ -81,14 +81,16 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
 
     t = time.perf_counter()
     mask = lung_mask(volume.hu, volume.spacing)
-    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, package.card["input"]["spatial_shape"][0])
+    spec = package.card["input"]
+    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, spec["spatial_shape"][0], tuple(spec["hu_window"]))
     timings["lung_mask_s"] = time.perf_counter() - t
     _stage_reporter(progress, "lung mask")(1.0)
     check_cancel()
 
     t = time.perf_counter()
     net = package.build(dev)
-    logits = predict_logits(net, slices.images, dev, batch_size, _stage_reporter(progress, "inference"), cancel)
+    logits = predict_logits(net, slices.images, dev, batch_size, _stage_reporter(progress, "inference"), cancel,
+                            hflip_tta=spec.get("hflip_tta", False))
     probabilities = softmax(logits, package.card["calibration"]["temperature"]).astype(np.float32)
     timings["inference_s"] = time.perf_counter() - t
 

@@ -3,9 +3,11 @@
 Every model input is a single-channel float32 image in [0, 1], ``INPUT_SIZE`` square.
 Training images (COVID-CT, Inf-Net) are 8-bit figures already shown in a lung window,
 so they map to [0, 1] by /255. Real CT arrives in Hounsfield units; it maps to the same
-range through the lung window ``LUNG_WINDOW`` (W 1500 / L -600: -1350 HU -> 0, +150 HU -> 1),
-the standard window radiologists and the paper authors display lungs in. Air is black,
-lung parenchyma dark grey, soft tissue and vessels near white, as in the training figures.
+range through the lung window ``LUNG_WINDOW`` (W 1200 / L -500: -1100 HU -> 0, +100 HU -> 1).
+That window was chosen without labels by ``scripts/match_hu_window.py``: among common lung
+windows it makes the intensity percentiles of real HU chest CT (lung slices, cropped as below)
+closest to those of the COVID-CT training figures. Air is near black, lung parenchyma dark grey,
+soft tissue and vessels near white, as in the figures.
 Network-specific normalisation lives inside the network (``networks.py``), not here.
 """
 
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-LUNG_WINDOW = (-1350.0, 150.0)
+LUNG_WINDOW = (-1100.0, 100.0)
 INPUT_SIZE = 224
 CROP_MARGIN = 0.08  # fraction of the lung box added on each side, so the chest wall shows as in the figures
 

@@ -80,6 +80,12 @@ def build_report(result, files: dict) -> dict:
         "slice_probability_summary": {"max": float(pos.max()), "mean": float(pos.mean()),
                                       "mean_top5": float(np.sort(pos)[-5:].mean())},
         "not_assessed": card.get("unsupported_classes", {}),
+        "reliability": {
+            "validated_on": card["validation"]["split"],
+            "hu_ct": card.get("hu_ct_check", {}).get("summary", "no check on real HU CT recorded in the model card"),
+            "caution": "The model learned from 8-bit CT figures in papers; on scanner CT its scores and the "
+                       "study verdict are not validated. Use the heatmap and key slices to guide reading only.",
+        },
         "lungs": {"volume_ml": {k: round(v, 1) for k, v in result.lung_volume_ml.items()},
                   "lung_slices": int(len(result.slice_indices)), "slices_total": int(vol.shape[0]),
                   "method": "HU-based 3D mask (seed 002 recipe, see lung_mask.py); labels 1 right, 2 left"},

@@ -21,12 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of ImageNet")
+    p.add_argument("--cancel-file", type=Path, default=None,
+                   help="stop between steps once this file exists (the GUI's Stop; portable where signals are not)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import signal
+
     from CovidCTScreenLib.errors import Cancelled, InputError
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
 
     try:
         import numpy as np
@@ -56,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(loss=f"{rep.train_loss:.3f}", val_auc=f"{rep.val['auc']:.3f}",
                             best=f"{rep.best_auc:.3f}@{rep.best_epoch}", s=f"{rep.seconds:.0f}")
 
-        result = train(x_tr, y_tr, x_va, y_va, config, args.work, progress=progress)
+        def cancel() -> bool:
+            return args.cancel_file is not None and args.cancel_file.exists()
+
+        result = train(x_tr, y_tr, x_va, y_va, config, args.work, progress=progress, cancel=cancel)
         bar.close()
         data = {"dataset": "COVID-CT (Zhao et al. 2020), 8-bit CT figures from papers",
                 "train": f"COVID-CT official train split: {len(x_tr)} images ({int(y_tr.sum())} COVID), "
@@ -71,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {pkg.path}: val AUC {v['auc']:.3f}, F1 {v['f1']:.3f}, accuracy {v['accuracy']:.3f} "
               f"(best epoch {result.best_epoch})")
         return 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         print("covidct-train: cancelled; run the same command again to resume from the last epoch", file=sys.stderr)
         return 130
-    except (InputError, Cancelled, RuntimeError) as e:
+    except (InputError, RuntimeError) as e:
         print(f"covidct-train: error: {e}", file=sys.stderr)
         return 2
 

@@ -23,7 +23,7 @@ STUDY_MIN_FRACTION = 0.05  # seed 002: a study is positive when > 5 % of its lun
 
 
 def export_package(result: TrainResult, out: str | Path, *, name: str, labels: list[str], positive_label: str,
-                   val_labels: np.ndarray, data: dict, command: str) -> ModelPackage:
+                   val_labels: np.ndarray, data: dict, command: str, hflip_tta: bool = False) -> ModelPackage:
     """Calibrate on validation, pick the operating point, write the package and return it."""
     pos = labels.index(positive_label)
     temperature = fit_temperature(result.val_logits, val_labels)
@@ -46,10 +46,12 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
         "input": {
             "channels": 1, "spatial_shape": [INPUT_SIZE, INPUT_SIZE], "value_range": [0.0, 1.0],
             "hu_window": list(LUNG_WINDOW),
-            "hu_mapping": "HU clipped to the window and scaled linearly to [0, 1] (W1500/L-600 lung window)",
+            "hu_mapping": "HU clipped to the window and scaled linearly to [0, 1] (W1200/L-500 lung window, matched "
+                          "to the training figures' intensities by scripts/match_hu_window.py)",
             "image_mapping": "8-bit display images divided by 255 (grey; RGB by ITU-R 601 luma)",
             "crop": f"CT slices cropped to the 3D lung mask's in-plane box plus {CROP_MARGIN:.0%} margin",
             "resize": "anti-aliased bilinear to the square input size (aspect not kept)",
+            "hflip_tta": hflip_tta,
         },
         "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": data["val"]},
         "operating_point": {"slice_threshold": threshold, "chosen_by": "Youden J on the validation split"},

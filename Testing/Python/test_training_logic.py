@@ -1,0 +1,99 @@
+"""CovidCTTrainingLogic (GUI and console) driving the real covidct-train process on a tiny real COVID-CT subset.
+
+As in test_slicer_logic.py, the Slicer application classes, qt and ctk are minimal stand-ins; the
+training process, its tqdm progress, the export and the model package check are real.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+import types
+
+import pytest
+
+from conftest import COVID_CT, REPO
+
+N_PER_CLASS = {"train": 4, "val": 3}
+
+
+class _Settings:
+    store: dict = {}
+
+    def value(self, key):
+        return self.store.get(key)
+
+    def setValue(self, key, value):
+        self.store[key] = value
+
+
+@pytest.fixture
+def module(monkeypatch):
+    class _Base:
+        def __init__(self, *args, **kwargs):
+            pass
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
+                 "ScriptedLoadableModuleWidget"):
+        setattr(slm, name, type(name, (_Base,), {}))
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
+    qt = types.ModuleType("qt")
+    qt.QSettings = _Settings
+    _Settings.store = {}
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    monkeypatch.setitem(sys.modules, "qt", qt)
+    monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))
+    spec = importlib.util.spec_from_file_location("CovidCTTraining", REPO / "CovidCTTraining" / "CovidCTTraining.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _mini_covid_ct(root):
+    """A COVID-CT folder with a few real images per class and split, linked from the shared data."""
+    for d in ("CT_COVID", "CT_NonCOVID", "splits", "meta"):
+        (root / d).mkdir(parents=True)
+    for cls in ("COVID", "NonCOVID"):
+        for split, n in N_PER_CLASS.items():
+            names = (COVID_CT / "splits" / f"{split}_{cls}.txt").read_text().split()[:n]
+            (root / "splits" / f"{split}_{cls}.txt").write_text("\n".join(names) + "\n")
+            for name in names:
+                (root / f"CT_{cls}" / name).symlink_to(COVID_CT / f"CT_{cls}" / name)
+    for meta in ("COVID-CT-MetaInfo.csv", "NonCOVID-CT-MetaInfo.csv"):
+        with open(COVID_CT / "meta" / meta, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        (root / "meta" / meta).write_text("\n".join(",".join(f'"{c}"' for c in r) for r in rows) + "\n")
+    return root
+
+
+def test_refuses_what_does_not_exist(module, tmp_path):
+    logic = module.CovidCTTrainingLogic()
+    with pytest.raises(ValueError, match="not a COVID-CT folder"):
+        logic.train(tmp_path, tmp_path / "pkg")
+    with pytest.raises(ValueError, match="not available yet"):
+        logic.train(COVID_CT, tmp_path / "pkg", method="semi-supervised")
+    cmd = logic.command(COVID_CT, tmp_path / "pkg", epochs=3, learningRate=1e-4, batchSize=8, device="cpu")
+    assert cmd[1:3] == ["-m", "CovidCTTrainingLib.cli"]
+    assert cmd[cmd.index("--work") + 1] == str(tmp_path / "pkg-work")
+    assert cmd[cmd.index("--lr") + 1] == "0.0001" and cmd[cmd.index("--epochs") + 1] == "3"
+
+
+@pytest.mark.slow
+def test_one_epoch_run_exports_and_registers_the_model(module, tmp_path):
+    data = _mini_covid_ct(tmp_path / "covid-ct")
+    logic = module.CovidCTTrainingLogic()
+    states = []
+    result = logic.train(data, tmp_path / "pkg", epochs=2, batchSize=4, device="cpu",
+                         progressCallback=lambda s: states.append(s))
+    assert (tmp_path / "pkg" / "model.json").is_file() and (tmp_path / "pkg-work" / "checkpoint.pt").is_file()
+    assert states and states[-1]["epoch"] == states[-1]["epochs"] == 2 and "val_auc" in states[-1]
+    assert result["final"] is not None and 0.0 <= result["final"]["auc"] <= 1.0
+    assert result["card"]["validation"]["at_0.5"]["auc"] == pytest.approx(result["final"]["auc"], abs=1e-3)
+    # offered in COVID CT Screen's model list (shared settings key)
+    assert _Settings.store[module.USER_MODELS_KEY] == [str((tmp_path / "pkg").resolve())]
+    assert "validated on" in module.formatMetrics(result["card"])
