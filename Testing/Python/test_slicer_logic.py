@@ -8,8 +8,10 @@ MRML nodes, the worker process and the report is real.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +123,5 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
                                        "chart": result["chart"]})
     assert again["segmentation"] is result["segmentation"] and again["table"] is result["table"]
     assert again["heatmap"] is None and again["chart"].GetNumberOfPlotSeriesNodes() == 2
+    for run in (result, again):  # the logic keeps each report in a work folder for "Export report"
+        shutil.rmtree(Path(run["reportFolder"]).parent)
