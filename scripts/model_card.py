@@ -59,8 +59,10 @@ Chosen: **{sel['chosen']['model']}**, mirror TTA {'on' if sel['chosen']['hflip_t
 {row('0.5', half)}
 {row('Youden (shipped operating point)', op)}
 
+Val AUC 95 % interval: {v['auc_95ci'][0]:.3f}-{v['auc_95ci'][1]:.3f} ({v['auc_95ci_method']}).
 Against the plain baseline ({b['description']}: val AUC {b['val']['auc']}, F1 {b['val']['f1']}):
-**AUC {b['delta_auc']:+.3f}, F1 at 0.5 {b['delta_f1_at_0.5']:+.3f}.**
+**AUC {b['delta_auc']:+.3f}, F1 at 0.5 {b['delta_f1_at_0.5']:+.3f}, F1 at the shipped operating point
+{op['f1'] - b['val']['f1']:+.3f}: on par with the baseline, not a meaningful improvement.**
 The validation split has {t['val'].split(':')[1].strip()}: small, so differences of a few hundredths are within noise.
 
 {selection or 'Validation AUC by epoch: ' + history}

@@ -78,6 +78,7 @@ def main() -> None:
                           "note": "chosen by val AUC among the candidates above, so val figures are optimistic"}}
     pkg = export_package(result, args.package, name=args.name or args.package.name, labels=COVID_CT_LABELS,
                          positive_label="COVID", val_labels=y_va, data=data, hflip_tta=tta,
+                         val_patients=[i.patient for i in val_items],
                          command="python scripts/select_model.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     v = pkg.card["validation"]
     print(f"exported {pkg.path}: val AUC {v['at_0.5']['auc']:.4f}, F1@0.5 {v['at_0.5']['f1']:.4f}, "

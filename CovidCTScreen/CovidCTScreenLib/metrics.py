@@ -62,3 +62,23 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
         if j > best:
             best, best_t = j, float(t)
     return best_t
+
+
+def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, metric=roc_auc, groups: np.ndarray | None = None,
+                 n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric(labels, scores)``, resampling whole groups (patients)
+    with replacement when ``groups`` is given, else single items. Resamples where the metric is NaN
+    (one class missing) are dropped."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    keys = np.asarray(groups) if groups is not None else np.arange(len(labels))
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
+        v = metric(labels[idx], scores[idx])
+        if not np.isnan(v):
+            values.append(v)
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 "test": "COVID-CT test split not used (kept back)"}
         pkg = export_package(result, args.package, name=args.name or args.package.name, labels=COVID_CT_LABELS,
                              positive_label="COVID", val_labels=y_va, data=data,
+                             val_patients=[i.patient for i in val_items],
                              command="covidct-train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])))
         v = pkg.card["validation"]["at_0.5"]
         print(f"exported {pkg.path}: val AUC {v['auc']:.3f}, F1 {v['f1']:.3f}, accuracy {v['accuracy']:.3f} "

@@ -67,3 +67,17 @@ def test_softmax_temperature():
     p = softmax(np.array([[2.0, 0.0]]), temperature=2.0)
     assert p[0, 0] == pytest.approx(np.exp(1) / (np.exp(1) + 1))
     assert p.sum() == pytest.approx(1.0)
+
+
+def test_bootstrap_ci_contains_estimate_and_groups_matter():
+    from CovidCTScreenLib.metrics import bootstrap_ci
+
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1] * 10, 5)  # 20 patients of 5 correlated slices each
+    s = np.repeat(rng.normal(size=20), 5) + y * 0.8 + rng.normal(scale=0.1, size=100)
+    auc = roc_auc(y, s)
+    lo_img, hi_img = bootstrap_ci(y, s, n=500)
+    lo_pat, hi_pat = bootstrap_ci(y, s, groups=np.repeat(np.arange(20), 5), n=500)
+    assert lo_img <= auc <= hi_img and lo_pat <= auc <= hi_pat
+    assert (hi_pat - lo_pat) > 1.3 * (hi_img - lo_img)  # repeated slices: patients carry less information
+    assert bootstrap_ci(y, (y == 1).astype(float), n=50) == (1.0, 1.0)
