@@ -88,8 +88,8 @@ class CovidCTScreen(ScriptedLoadableModule):
         self.parent.helpText = f"""
 <p>Screens an axial chest CT for a COVID-19 pattern (version {__version__}). <b>{RESEARCH_USE_NOTICE}</b></p>
 <p><b>Method.</b> A 3D lung mask is made from Hounsfield units (right and left lung, airways removed). Every axial
-slice holding enough lung is cropped to the lungs, mapped through the lung window stored in the model card (W1200/L-500) and scored by a 2D
-classifier; scores are calibrated (temperature scaling). The study is called COVID-19 when more than a set fraction
+slice holding enough lung is cropped to the lungs, mapped through the lung window stored in the model card
+(W1200/L-500) and scored by a 2D classifier; scores are calibrated (temperature scaling). The study is called COVID-19 when more than a set fraction
 of lung slices reach the slice threshold. Grad-CAM shows where the classifier looked on each slice.</p>
 {modelCardSummary()}
 <p>Outputs: lung segmentation (SNOMED CT coded), heatmap volume shown over the CT, slice-score table and chart,

@@ -35,8 +35,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from CovidCTScreenLib.calibration import softmax
-    from CovidCTScreenLib.inference import lung_slices, predict_logits, select_device
+    from CovidCTScreenLib.inference import calibrated_probabilities, lung_slices, select_device
     from CovidCTScreenLib.lung_mask import lung_mask
     from CovidCTScreenLib.model_package import load_package
     from CovidCTScreenLib.preprocess import prepare_image
@@ -46,12 +45,10 @@ def main() -> None:
     pkg = load_package(args.model)
     dev = select_device("cpu")
     net = pkg.build(dev)
-    temp = pkg.card["calibration"]["temperature"]
     thr = pkg.card["operating_point"]["slice_threshold"]
 
     def p_covid(images):
-        logits = predict_logits(net, images, dev, hflip_tta=pkg.card["input"].get("hflip_tta", False))
-        return softmax(logits, temp)[:, pkg.positive_index]
+        return calibrated_probabilities(pkg, net, images, dev)[:, pkg.positive_index]
 
     window = tuple(pkg.card["input"]["hu_window"])
     rows, volumes, covid_slices = [], [], []
@@ -90,7 +87,7 @@ def main() -> None:
         covid_slices.append({"slice": f.name, "p_covid": round(float(p[0]), 3), "positive": bool(p[0] >= thr)})
 
     print(f"model {pkg.name}; slice threshold {thr:.3f}; HU window {pkg.card['input']['hu_window']}")
-    print(f"| source | slices | input p5 / p25 / p50 / p75 / p95 | mean P(COVID-19) | slices >= threshold |")
+    print("| source | slices | input p5 / p25 / p50 / p75 / p95 | mean P(COVID-19) | slices >= threshold |")
     print("|---|---|---|---|---|")
     for name, n, pct, p in rows:
         print(f"| {name} | {n} | {' / '.join(f'{v:.2f}' for v in pct)} | {p.mean():.2f} | {(p >= thr).mean():.0%} |")

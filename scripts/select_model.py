@@ -10,7 +10,6 @@ python scripts/select_model.py --covid-ct ../shared/data/covid-ct --runs runs/A 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 from pathlib import Path

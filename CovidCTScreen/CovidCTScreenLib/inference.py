@@ -76,3 +76,14 @@ def predict_logits(net, images: np.ndarray, device, batch_size: int | None = Non
             if progress:
                 progress(min(start + batch_size, len(images)) / len(images))
     return torch.cat(out).numpy()
+
+
+def calibrated_probabilities(package, net, images: np.ndarray, device, batch_size: int | None = None,
+                             progress: Callable[[float], None] | None = None,
+                             cancel: Callable[[], bool] | None = None) -> np.ndarray:
+    """(N, C) class probabilities as the model card prescribes: its mirror TTA, then its temperature."""
+    from .calibration import softmax
+
+    logits = predict_logits(net, images, device, batch_size, progress, cancel,
+                            hflip_tta=package.card["input"].get("hflip_tta", False))
+    return softmax(logits, package.card["calibration"]["temperature"])

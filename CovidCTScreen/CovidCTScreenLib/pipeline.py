@@ -10,7 +10,6 @@ from typing import Callable
 
 import numpy as np
 
-from .calibration import softmax
 from .errors import Cancelled
 from .lung_mask import LungMask, lung_mask
 from .model_package import ModelPackage, load_package
@@ -59,7 +58,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
            progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> ScreenResult:
     """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``."""
     from .explain import gradcam_maps, to_volume
-    from .inference import lung_slices, predict_logits, select_device
+    from .inference import calibrated_probabilities, lung_slices, select_device
     from .networks import gradcam_layer
 
     def check_cancel() -> None:
@@ -89,9 +88,8 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
 
     t = time.perf_counter()
     net = package.build(dev)
-    logits = predict_logits(net, slices.images, dev, batch_size, _stage_reporter(progress, "inference"), cancel,
-                            hflip_tta=spec.get("hflip_tta", False))
-    probabilities = softmax(logits, package.card["calibration"]["temperature"]).astype(np.float32)
+    probabilities = calibrated_probabilities(package, net, slices.images, dev, batch_size,
+                                             _stage_reporter(progress, "inference"), cancel).astype(np.float32)
     timings["inference_s"] = time.perf_counter() - t
 
     pos = probabilities[:, package.positive_index]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from CovidCTScreenLib.errors import Cancelled
+from CovidCTScreenLib.inference import predict_logits, select_device
 from CovidCTScreenLib.metrics import binary_metrics
 from CovidCTScreenLib.networks import build_network, load_imagenet_weights
 
@@ -61,26 +62,6 @@ class TrainResult:
     config: dict = field(default_factory=dict)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was requested but no CUDA device is available (use --device cpu)")
-    return torch.device(device)
-
-
-@torch.no_grad()
-def predict_logits(net, images: np.ndarray, device: torch.device, batch_size: int = 64) -> np.ndarray:
-    """Logits for (N, H, W) [0, 1] images."""
-    net.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[i:i + batch_size])[:, None].to(device)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            out.append(net(x).float().cpu())
-    return torch.cat(out).numpy()
-
-
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -95,7 +76,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / "checkpoint.pt"
-    device = resolve_device(config.device)
+    device = select_device(config.device)
     torch.manual_seed(config.seed)
     net = build_network(config.architecture, num_classes)
     if config.pretrained:
@@ -120,6 +101,10 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         torch.set_rng_state(ck["torch_rng"])
         start_epoch, history = ck["epoch"] + 1, ck["history"]
         best = {"auc": ck["best_auc"], "epoch": ck["best_epoch"], "state": ck["best_state"]}
+
+    def validation_logits() -> np.ndarray:
+        net.eval()
+        return predict_logits(net, val_images, device, batch_size=64)
 
     x_all = torch.from_numpy(train_images)[:, None]
     y_all = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
@@ -146,7 +131,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
             scaler.step(opt)
             scaler.update()
             losses.append(loss.item())
-        val_logits = predict_logits(net, val_images, device)
+        val_logits = validation_logits()
         val_prob = torch.softmax(torch.from_numpy(val_logits), 1)[:, 1].numpy()
         val = binary_metrics(val_labels, val_prob)
         if val["auc"] > best["auc"]:
@@ -163,7 +148,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
             progress(rep)
 
     net.load_state_dict(best["state"])
-    val_logits = predict_logits(net, val_images, device)
+    val_logits = validation_logits()
     return TrainResult(state_dict=copy.deepcopy(best["state"]), val_logits=val_logits,
                        val_metrics=history[best["epoch"]]["val"], best_epoch=best["epoch"] + 1,
                        history=history, config=asdict(config))
