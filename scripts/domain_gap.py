@@ -17,15 +17,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _hu_slices(path: Path):
-    import pydicom
-
-    ds = pydicom.dcmread(path)
-    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    sy, sx = (float(v) for v in ds.PixelSpacing)
-    return hu[None], (sx, sy, float(ds.SliceThickness))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -39,7 +30,7 @@ def main() -> None:
     from CovidCTScreenLib.lung_mask import lung_mask
     from CovidCTScreenLib.model_package import load_package
     from CovidCTScreenLib.preprocess import prepare_image
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice
     from CovidCTTrainingLib.data import covid_ct_split, load_images
 
     pkg = load_package(args.model)
@@ -75,7 +66,7 @@ def main() -> None:
                             "positive_fraction": round(float((p >= thr).mean()), 3),
                             "study_verdict_covid": bool((p >= thr).mean() > pkg.card["study_rule"]["min_fraction"])})
     for f in sorted((args.data / "covid-hu-slices").glob("*.dcm")):
-        hu, spacing = _hu_slices(f)
+        hu, spacing = read_dicom_slice(f)
         m = lung_mask(hu, spacing)
         try:
             s = lung_slices(hu, m.lungs, spacing, window=window)

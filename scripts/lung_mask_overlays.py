@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from CovidCTScreenLib.lung_mask import LEFT, RIGHT, lung_mask  # noqa: E402
 from CovidCTScreenLib.preprocess import window_hu  # noqa: E402
-from CovidCTScreenLib.volume_io import load_ct  # noqa: E402
+from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -35,8 +35,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = ap.parse_args()
-    import pydicom
-
     fig, axes = plt.subplots(2, 5, figsize=(15, 6.4))
     for row, path in zip(axes, [args.data / "chest-ct" / "Lung_Dx-A0002_B40f",
                                 args.data / "chest-ct" / "Lung_Dx-A0001_5mm_B.nii.gz"]):
@@ -52,11 +50,9 @@ def main() -> None:
 
     fig, axes = plt.subplots(1, 6, figsize=(18, 3.4))
     for ax, f in zip(axes, sorted((args.data / "covid-hu-slices").glob("*.dcm"))):
-        ds = pydicom.dcmread(f)
-        hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-        sy, sx = (float(v) for v in ds.PixelSpacing)
-        m = lung_mask(hu[None], (sx, sy, float(ds.SliceThickness)))
-        _panel(ax, hu, m.labels[0], f.name[:7])
+        hu, spacing = read_dicom_slice(f)
+        m = lung_mask(hu, spacing)
+        _panel(ax, hu[0], m.labels[0], f.name[:7])
     fig.tight_layout()
     fig.savefig(DOCS / "lung_mask_covid_slices.png", dpi=60)
     print(f"wrote {DOCS / 'lung_mask_volumes.png'} and {DOCS / 'lung_mask_covid_slices.png'}")

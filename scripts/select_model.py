@@ -20,7 +20,7 @@ import torch
 from CovidCTScreenLib.inference import predict_logits
 from CovidCTScreenLib.metrics import binary_metrics
 from CovidCTScreenLib.networks import build_network
-from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, load_images
+from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.trainer import TrainResult
 
@@ -62,12 +62,7 @@ def main() -> None:
     history = ckpts[0]["history"]
     result = TrainResult(state_dict=state, val_logits=logits, val_metrics={}, best_epoch=ckpts[0]["best_epoch"] + 1,
                          history=history, config=ckpts[0]["config"])
-    data = {"dataset": "COVID-CT (Zhao et al. 2020), 8-bit CT figures from papers",
-            "train": f"COVID-CT official train split: {len(train_items)} images "
-                     f"({sum(i.label for i in train_items)} COVID), {len({i.patient for i in train_items})} patients",
-            "val": f"COVID-CT official val split: {len(val_items)} images ({int(y_va.sum())} COVID), "
-                   f"{len({i.patient for i in val_items})} patients",
-            "test": "COVID-CT test split not used (kept back)",
+    data = {**covid_ct_summary(train_items, val_items),
             "selection": {"candidates": [{"model": r[2], "hflip_tta": r[3], "val_auc": r[0], "val_f1_at_0.5": r[1]}
                                          for r in rows],
                           "chosen": {"model": name, "hflip_tta": tta},

@@ -176,3 +176,16 @@ def validate_ct(volume: CTVolume) -> None:
                          f"Hounsfield units or not a chest CT")
     if p50 > 300:
         raise InputError(f"{src}: median {p50:.0f} HU is not plausible for a chest CT")
+
+
+def read_dicom_slice(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """One DICOM slice in HU as a (1, y, x) float32 array and its (x, y, z) spacing.
+
+    For checks on single slices (lung masking, domain gap); screening itself refuses single slices.
+    """
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    sy, sx = (float(v) for v in ds.PixelSpacing)  # DICOM order: row spacing, column spacing
+    return hu[None], (sx, sy, float(ds.SliceThickness))

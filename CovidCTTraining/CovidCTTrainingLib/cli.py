@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         import numpy as np
         from tqdm import tqdm
 
-        from .data import COVID_CT_LABELS, covid_ct_split, load_images
+        from .data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images
         from .export import export_package
         from .trainer import TrainConfig, train
 
@@ -67,12 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         result = train(x_tr, y_tr, x_va, y_va, config, args.work, progress=progress, cancel=cancel)
         bar.close()
-        data = {"dataset": "COVID-CT (Zhao et al. 2020), 8-bit CT figures from papers",
-                "train": f"COVID-CT official train split: {len(x_tr)} images ({int(y_tr.sum())} COVID), "
-                         f"{len({i.patient for i in train_items})} patients",
-                "val": f"COVID-CT official val split: {len(x_va)} images ({int(y_va.sum())} COVID), "
-                       f"{len({i.patient for i in val_items})} patients",
-                "test": "COVID-CT test split not used (kept back)"}
+        data = covid_ct_summary(train_items, val_items)
         pkg = export_package(result, args.package, name=args.name or args.package.name, labels=COVID_CT_LABELS,
                              positive_label="COVID", val_labels=y_va, data=data,
                              val_patients=[i.patient for i in val_items],

@@ -56,6 +56,18 @@ def covid_ct_split(root: str | Path, split: str) -> list[Item]:
     return items
 
 
+def covid_ct_summary(train_items: list[Item], val_items: list[Item]) -> dict:
+    """The model card's description of the COVID-CT data a model was trained and validated on."""
+
+    def describe(split: str, items: list[Item]) -> str:
+        return (f"COVID-CT official {split} split: {len(items)} images ({sum(i.label for i in items)} COVID), "
+                f"{len({i.patient for i in items})} patients")
+
+    return {"dataset": "COVID-CT (Zhao et al. 2020), 8-bit CT figures from papers",
+            "train": describe("train", train_items), "val": describe("val", val_items),
+            "test": "COVID-CT test split not used (kept back)"}
+
+
 def folder_items(root: str | Path, labels: list[str]) -> list[Item]:
     """Items of an image folder with one sub-folder per class name (e.g. CT_COVID/, CT_NonCOVID/).
 

@@ -63,13 +63,3 @@ def nifti_mask(nifti_ct):
 
     return lung_mask(nifti_ct.hu, nifti_ct.spacing)
 
-
-def read_hu_slice(path: Path):
-    """One real COVID-19 DICOM slice in HU as a (1, y, x) array and its (x, y, z) spacing."""
-    import numpy as np
-    import pydicom
-
-    ds = pydicom.dcmread(path)
-    hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-    sy, sx = (float(v) for v in ds.PixelSpacing)  # DICOM order: row spacing, column spacing
-    return hu[None], (sx, sy, float(ds.SliceThickness))

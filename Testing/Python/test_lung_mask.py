@@ -8,8 +8,9 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from CovidCTScreenLib.lung_mask import LEFT, RIGHT, airway_mask, lung_mask
+from CovidCTScreenLib.volume_io import read_dicom_slice
 
-from conftest import COVID_HU, read_hu_slice
+from conftest import COVID_HU
 
 
 @pytest.mark.parametrize("which", ["dicom", "nifti"])
@@ -82,7 +83,7 @@ def test_inserted_lesions_stay_in_mask(nifti_ct):
 def test_real_covid_ground_glass_kept():
     """A002304: bilateral ground glass with reticulation (right > left). The -750..-300 HU pixels inside
     the right lung's outline (convex hull of the mask) belong to the mask, and the lung is found at all."""
-    hu, spacing = read_hu_slice(COVID_HU / "A002304_19010112-135.dcm")
+    hu, spacing = read_dicom_slice(COVID_HU / "A002304_19010112-135.dcm")
     mask = lung_mask(hu, spacing)
     right = mask.labels[0] == RIGHT
     assert right.sum() * spacing[0] * spacing[1] > 5000  # > 50 cm2 of right lung on this slice
@@ -94,7 +95,7 @@ def test_real_covid_ground_glass_kept():
 
 @pytest.mark.parametrize("name", ["A048383_19010410-30.dcm", "A072894_19001203-066.dcm"])
 def test_real_covid_slices_two_lungs(name):
-    hu, spacing = read_hu_slice(COVID_HU / name)
+    hu, spacing = read_dicom_slice(COVID_HU / name)
     mask = lung_mask(hu, spacing)
     areas = [(mask.labels[0] == side).sum() * spacing[0] * spacing[1] / 100 for side in (RIGHT, LEFT)]
     assert min(areas) > 10 and sum(areas) > 60  # cm2

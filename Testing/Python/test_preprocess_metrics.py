@@ -10,8 +10,9 @@ from CovidCTScreenLib.calibration import softmax
 from CovidCTScreenLib.metrics import binary_metrics, roc_auc, youden_threshold
 from CovidCTScreenLib.preprocess import (INPUT_SIZE, LUNG_WINDOW, image_to_unit, lung_box, prepare_hu_slice,
                                          prepare_image, window_hu)
+from CovidCTScreenLib.volume_io import read_dicom_slice
 
-from conftest import COVID_CT, COVID_HU, read_hu_slice
+from conftest import COVID_CT, COVID_HU
 
 
 def test_lung_window_mapping():
@@ -24,7 +25,7 @@ def test_training_images_and_hu_slices_share_range():
     img = np.asarray(Image.open(sorted((COVID_CT / "CT_COVID").iterdir())[0]))
     x = prepare_image(img)
     assert x.shape == (INPUT_SIZE, INPUT_SIZE) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
-    hu, _ = read_hu_slice(COVID_HU / "A002304_19010112-135.dcm")
+    hu, _ = read_dicom_slice(COVID_HU / "A002304_19010112-135.dcm")
     y = prepare_hu_slice(hu[0], (slice(100, 400), slice(50, 460)))
     assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1
     # air maps to black, soft tissue to near white, as in the lung-window figures
