@@ -63,3 +63,44 @@ def nifti_mask(nifti_ct):
 
     return lung_mask(nifti_ct.hu, nifti_ct.spacing)
 
+
+@pytest.fixture
+def scene():
+    """A fresh real MRML scene (slicer-core), also set as ``slicer.mrmlScene``."""
+    import slicer
+
+    scene = slicer.vtkMRMLScene()
+    slicer.mrmlScene = scene
+    yield scene
+    scene.Clear(1)
+
+
+def load_slicer_module(monkeypatch, path: Path, qt=None):
+    """Import a Slicer module file outside the application. slicer-core has MRML but not the app: the
+    module base classes, parameterNodeWrapper, qt (or the given stand-in) and ctk are minimal stand-ins."""
+    import importlib.util
+    import sys
+    import types
+
+    class _Base:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def getParameterNode(self):
+            raise NotImplementedError
+
+    slm = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
+                 "ScriptedLoadableModuleWidget"):
+        setattr(slm, name, type(name, (_Base,), {}))
+    pnw = types.ModuleType("slicer.parameterNodeWrapper")
+    pnw.parameterNodeWrapper = lambda cls: cls
+    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
+    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
+    monkeypatch.setitem(sys.modules, "qt", qt or types.ModuleType("qt"))
+    monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

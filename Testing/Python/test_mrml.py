@@ -23,14 +23,6 @@ from CovidCTScreenLib.volume_io import CTVolume, load_ct  # noqa: E402
 F = np.diag([-1.0, -1.0, 1.0])
 
 
-@pytest.fixture
-def scene():
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
-
-
 def sitk_ras(volume: CTVolume, ijk) -> np.ndarray:
     """RAS of voxel (i, j, k) computed by SimpleITK (LPS) and flipped: the independent reference."""
     img = sitk.Image([4, 4, 4], sitk.sitkUInt8)

@@ -7,16 +7,13 @@ MRML nodes, the worker process and the report is real.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLE_CT, tree_digest
+from conftest import REPO, SAMPLE_CT, load_slicer_module, tree_digest
 
 try:
     import slicer
@@ -25,42 +22,9 @@ except (ImportError, AssertionError):  # never skipped: the logic runs on real M
     pytest.fail("slicer-core (MRML from PyPI) is needed: pip install slicer-core", pytrace=False)
 
 
-def _stub_slicer_app_modules(monkeypatch):
-    class _Base:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def getParameterNode(self):
-            raise NotImplementedError
-
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
-                 "ScriptedLoadableModuleWidget"):
-        setattr(slm, name, type(name, (_Base,), {}))
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
-    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
-    for name in ("qt", "ctk"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-
-
 @pytest.fixture
 def module(monkeypatch):
-    _stub_slicer_app_modules(monkeypatch)
-    spec = importlib.util.spec_from_file_location("CovidCTScreen", REPO / "CovidCTScreen" / "CovidCTScreen.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture
-def scene():
-    scene = slicer.vtkMRMLScene()
-    slicer.mrmlScene = scene
-    yield scene
-    scene.Clear(1)
+    return load_slicer_module(monkeypatch, REPO / "CovidCTScreen" / "CovidCTScreen.py")
 
 
 def test_help_text_reads_the_model_card(module, tmp_path):

@@ -7,13 +7,11 @@ training process, its tqdm progress, the export and the model package check are 
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 import types
 
 import pytest
 
-from conftest import COVID_CT, REPO
+from conftest import COVID_CT, REPO, load_slicer_module
 
 N_PER_CLASS = {"train": 4, "val": 3}
 
@@ -30,28 +28,10 @@ class _Settings:
 
 @pytest.fixture
 def module(monkeypatch):
-    class _Base:
-        def __init__(self, *args, **kwargs):
-            pass
-
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest",
-                 "ScriptedLoadableModuleWidget"):
-        setattr(slm, name, type(name, (_Base,), {}))
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.Choice = pnw.WithinRange = lambda *a, **k: None
     qt = types.ModuleType("qt")
     qt.QSettings = _Settings
     _Settings.store = {}
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", slm)
-    monkeypatch.setitem(sys.modules, "slicer.parameterNodeWrapper", pnw)
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))
-    spec = importlib.util.spec_from_file_location("CovidCTTraining", REPO / "CovidCTTraining" / "CovidCTTraining.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_slicer_module(monkeypatch, REPO / "CovidCTTraining" / "CovidCTTraining.py", qt=qt)
 
 
 def _mini_covid_ct(root):
