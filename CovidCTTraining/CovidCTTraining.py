@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,7 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
         self.ui.useModelButton.connect("clicked(bool)", self.onUseModel)
+        self.setupEvaluate()
         for name, attr in (("labelledFolderPathLineEdit", "labelledFolder"),
                            ("unlabelledFolderPathLineEdit", "unlabelledFolder"),
                            ("outputPackagePathLineEdit", "outputPackage"), ("workFolderPathLineEdit", "workFolder")):
@@ -170,6 +172,8 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self.logic is not None and self.logic.isRunning:
             self.logic.stop()
+        if self.logic is not None:
+            self.logic.cancelEvaluation()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -287,6 +291,65 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         widget._selectModel(package)
         widget.onModelChanged(widget.ui.modelComboBox.currentIndex)
 
+    # -- Evaluate section: covidct-evaluate on a chosen labelled folder, with its plots
+
+    def setupEvaluate(self) -> None:
+        import CovidCTScreen
+
+        combo = self.ui.evalModelComboBox
+        for label, ref in CovidCTScreen.CovidCTScreenLogic().availableModels():
+            combo.addItem(label, ref)
+        self.ui.evalProgressBar.hide()
+        self.ui.evaluateButton.connect("clicked(bool)", self.onEvaluateButton)
+        self.ui.evalPlotComboBox.connect("currentIndexChanged(int)", self.onEvalPlotChanged)
+        self._evalPlots = {}
+
+    def onEvaluateButton(self) -> None:
+        if self.logic.isEvaluating:
+            self.logic.cancelEvaluation()
+            self.ui.evalStatusLabel.text = "Cancelling..."
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to start the evaluation.", waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            threshold = self.ui.evalThresholdSpinBox.value
+            self.ui.evalSummaryLabel.text = ""
+            self.ui.evalProgressBar.value = 0
+            self.ui.evalProgressBar.show()
+            self.logic.evaluate(self.ui.evalDataPathLineEdit.currentPath, self.ui.evalOutputPathLineEdit.currentPath,
+                                model=self.ui.evalModelComboBox.currentData, device=self._parameterNode.device,
+                                thresholds=(threshold,) if threshold > 0 else (), waitForCompletion=False,
+                                progressCallback=self.onEvalProgress, completedCallback=self.onEvalCompleted)
+            self.ui.evaluateButton.text = "Cancel"
+            self.ui.evalStatusLabel.text = "Starting..."
+
+    def onEvalProgress(self, stage: str, fraction: float) -> None:
+        self.ui.evalProgressBar.value = int(round(100 * fraction))
+        self.ui.evalStatusLabel.text = f"{stage}..."
+
+    def onEvalCompleted(self, result, error) -> None:
+        self.ui.evalProgressBar.hide()
+        self.ui.evaluateButton.text = "Evaluate"
+        if error:
+            self.ui.evalStatusLabel.text = error
+            if not error.startswith("Cancelled"):
+                slicer.util.errorDisplay(error, windowTitle="COVID CT Training: evaluation")
+            return
+        from CovidCTScreenLib.evaluate_cli import summary_lines
+
+        self.ui.evalStatusLabel.text = f"Results in {result['folder']}"
+        self.ui.evalSummaryLabel.text = "<br>".join(summary_lines(result["metrics"]))
+        self._evalPlots = result["plots"]
+        combo = self.ui.evalPlotComboBox
+        combo.clear()
+        for name in self._evalPlots:
+            combo.addItem(name)
+
+    def onEvalPlotChanged(self, index: int) -> None:
+        path = self._evalPlots.get(self.ui.evalPlotComboBox.currentText)
+        pixmap = qt.QPixmap(path) if path else qt.QPixmap()
+        self.ui.evalPlotLabel.setPixmap(pixmap.scaledToWidth(min(pixmap.width(), 480)) if path else pixmap)
+
 
 def formatMetrics(card: dict) -> str:
     """HTML summary of the validation metrics in a model card."""
@@ -323,6 +386,7 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
         self._process = None
+        self._evaluation = None
         self._stopRequested = False
         self.lastPackage = None
 
@@ -473,6 +537,71 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
         if hasattr(process, "processId"):
             qt.QTimer.singleShot(self.KILL_AFTER_MS,
                                  lambda: process.kill() if process.state() != qt.QProcess.NotRunning else None)
+
+
+    # -- evaluation (covidct-evaluate through the screening worker)
+
+    def evaluate(self, data, outDir, model=None, device="auto", thresholds=(), waitForCompletion=True,
+                 progressCallback=None, completedCallback=None):
+        """Measure ``model`` on labelled ``data`` (class folders, a CSV list, studies or images/ + masks/).
+
+        Blocking: returns {"folder", "metrics", "plots"} or raises. Non-blocking: returns None and calls
+        ``completedCallback(result, error)``. Progress: ``progressCallback(stage, fraction)``.
+        """
+        import tempfile
+
+        if self._evaluation is not None:
+            raise RuntimeError("An evaluation is already running; cancel it first")
+        if not data or not Path(data).exists():
+            raise ValueError(f"Labelled data '{data}' does not exist")
+        if not outDir:
+            raise ValueError("Choose the results folder")
+        outDir = Path(outDir)
+
+        def finish(code, message):
+            self._evaluation = None
+            if code != worker.EXIT_OK:
+                kind = {worker.EXIT_CANCELLED: "Cancelled", worker.EXIT_INPUT: "Input refused"}.get(code, "Failed")
+                return None, f"{kind}: {message}"
+            document = json.loads((outDir / "metrics.json").read_text())
+            plots = {k: str(outDir / v) for k, v in document["files"].items() if v.endswith(".png")}
+            return {"folder": str(outDir), "metrics": document, "plots": plots}, None
+
+        if waitForCompletion:
+            self._evaluation = "blocking"
+            try:
+                code, message = worker.run(data, outDir, progress=progressCallback, python=pythonExecutable(),
+                                           model=model, device=device, evaluate=True, thresholds=thresholds)
+            finally:
+                self._evaluation = None
+            result, error = finish(code, message)
+            if error:
+                raise RuntimeError(error)
+            return result
+
+        import CovidCTScreen
+
+        cancelFile = Path(tempfile.mkdtemp(prefix="CovidCTEvaluate-")) / "cancel"
+        cmd = worker.command(data, outDir, model=model, device=device, cancel_file=cancelFile,
+                             python=pythonExecutable(), evaluate=True, thresholds=thresholds)
+
+        def onFinished(code, message):
+            shutil.rmtree(cancelFile.parent, ignore_errors=True)
+            result, error = finish(code, message)
+            if completedCallback:
+                completedCallback(result, error)
+
+        self._evaluation = CovidCTScreen._QtWorkerRun(cmd, worker.environment(), cancelFile, progressCallback,
+                                                      onFinished)
+        return None
+
+    @property
+    def isEvaluating(self) -> bool:
+        return self._evaluation is not None
+
+    def cancelEvaluation(self) -> None:
+        if self._evaluation is not None and self._evaluation != "blocking":
+            self._evaluation.cancel()
 
 
 def pythonExecutable() -> str:

@@ -26,12 +26,13 @@ def main() -> None:
 
     from PIL import Image
 
+    from CovidCTScreenLib.datasets import load_images
     from CovidCTScreenLib.inference import calibrated_probabilities, lung_slices, select_device
     from CovidCTScreenLib.lung_mask import lung_mask
     from CovidCTScreenLib.model_package import load_package
     from CovidCTScreenLib.preprocess import prepare_image
     from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice
-    from CovidCTTrainingLib.data import covid_ct_split, load_images
+    from CovidCTTrainingLib.data import covid_ct_split
 
     pkg = load_package(args.model)
     dev = select_device("cpu")

@@ -27,7 +27,8 @@ def main() -> None:
     from CovidCTScreenLib.inference import lung_slices
     from CovidCTScreenLib.lung_mask import lung_mask
     from CovidCTScreenLib.volume_io import load_ct
-    from CovidCTTrainingLib.data import covid_ct_split, load_images
+    from CovidCTScreenLib.datasets import load_images
+    from CovidCTTrainingLib.data import covid_ct_split
 
     train = load_images(covid_ct_split(args.data / "covid-ct", "train"))
     target = np.percentile(train, PCTS)

@@ -20,7 +20,8 @@ import torch
 from CovidCTScreenLib.inference import predict_logits
 from CovidCTScreenLib.metrics import binary_metrics
 from CovidCTScreenLib.networks import build_network
-from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images
+from CovidCTScreenLib.datasets import load_images
+from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.trainer import TrainResult
 

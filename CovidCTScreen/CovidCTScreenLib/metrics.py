@@ -7,28 +7,32 @@ import numpy as np
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties); NaN if one class is absent."""
+    from scipy.stats import rankdata
+
     y = np.asarray(labels).astype(bool)
-    s = np.asarray(scores, dtype=np.float64)
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), dtype=np.float64)
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # mid-ranks over runs of equal scores
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))  # mid-ranks over ties
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """Accuracy, sensitivity, specificity, PPV, NPV, F1 at ``threshold`` and the ROC AUC."""
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False- and true-positive rates at every distinct score used as threshold (``score >= t``),
+    from (0, 0) to (1, 1), and the thresholds (the first one is +inf)."""
     y = np.asarray(labels).astype(bool)
-    pred = np.asarray(scores, dtype=np.float64) >= threshold
+    s = np.asarray(scores, dtype=np.float64)
+    thresholds = np.concatenate([[np.inf], np.unique(s)[::-1]])
+    pred = s[None, :] >= thresholds[:, None]
+    tpr = (pred & y).sum(1) / max(y.sum(), 1)
+    fpr = (pred & ~y).sum(1) / max((~y).sum(), 1)
+    return fpr, tpr, thresholds
+
+
+def confusion_metrics(labels: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Counts, accuracy, sensitivity, specificity, PPV, NPV and F1 of binary predictions (NaN where undefined)."""
+    y = np.asarray(labels).astype(bool)
+    pred = np.asarray(predicted).astype(bool)
     tp = int((pred & y).sum())
     tn = int((~pred & ~y).sum())
     fp = int((pred & ~y).sum())
@@ -37,18 +41,37 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.
     def ratio(a: int, b: int) -> float:
         return a / b if b else float("nan")
 
-    sens, ppv = ratio(tp, tp + fn), ratio(tp, tp + fp)
     return {
         "n": int(y.size), "tp": tp, "tn": tn, "fp": fp, "fn": fn,
         "accuracy": ratio(tp + tn, y.size),
-        "sensitivity": sens,
+        "sensitivity": ratio(tp, tp + fn),
         "specificity": ratio(tn, tn + fp),
-        "ppv": ppv,
+        "ppv": ratio(tp, tp + fp),
         "npv": ratio(tn, tn + fn),
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
-        "auc": roc_auc(y, scores),
-        "threshold": float(threshold),
     }
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """``confusion_metrics`` of ``score >= threshold``, plus the ROC AUC and the threshold."""
+    pred = np.asarray(scores, dtype=np.float64) >= threshold
+    return {**confusion_metrics(labels, pred), "auc": roc_auc(labels, scores), "threshold": float(threshold)}
+
+
+def calibration_bins(labels: np.ndarray, probability: np.ndarray, bins: int = 10) -> dict:
+    """Reliability table over ``bins`` equal-width probability bins and the expected calibration error
+    (ECE: the item-weighted mean gap between mean predicted probability and observed frequency)."""
+    y = np.asarray(labels).astype(np.float64)
+    p = np.asarray(probability, dtype=np.float64)
+    which = np.clip((p * bins).astype(int), 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, p, bins) / count
+        frequency = np.bincount(which, y, bins) / count
+    gaps = np.where(count > 0, np.abs(confidence - frequency), 0.0)
+    return {"edges": np.linspace(0, 1, bins + 1).tolist(), "count": count.tolist(),
+            "mean_probability": confidence.tolist(), "observed_frequency": frequency.tolist(),
+            "ece": float((count * gaps).sum() / max(p.size, 1))}
 
 
 def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -64,21 +87,50 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return best_t
 
 
-def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, metric=roc_auc, groups: np.ndarray | None = None,
-                 n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``metric(labels, scores)``, resampling whole groups (patients)
-    with replacement when ``groups`` is given, else single items. Resamples where the metric is NaN
-    (one class missing) are dropped."""
-    labels, scores = np.asarray(labels), np.asarray(scores)
-    keys = np.asarray(groups) if groups is not None else np.arange(len(labels))
+def bootstrap_cis(statistic, n_items: int, groups: np.ndarray | None = None, n: int = 2000, seed: int = 0,
+                  level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of every value of ``statistic(indices) -> {name: value}``.
+
+    Whole groups (patients) are resampled with replacement when ``groups`` is given, else single
+    items. Resamples where a value is NaN (e.g. one class missing) are dropped for that value.
+    """
+    keys = np.asarray(groups) if groups is not None else np.arange(n_items)
     uniq, inverse = np.unique(keys, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
     rng = np.random.default_rng(seed)
-    values = []
+    values: dict[str, list[float]] = {}
     for _ in range(n):
         idx = np.concatenate([members[g] for g in rng.integers(0, len(uniq), len(uniq))])
-        v = metric(labels[idx], scores[idx])
-        if not np.isnan(v):
-            values.append(v)
-    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
+        for name, v in statistic(idx).items():
+            values.setdefault(name, [])
+            if not np.isnan(v):
+                values[name].append(v)
+    out = {}
+    for name, vs in values.items():
+        lo, hi = np.percentile(vs, [50 * (1 - level), 50 * (1 + level)]) if vs else (np.nan, np.nan)
+        out[name] = (float(lo), float(hi))
+    return out
+
+
+def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, metric=roc_auc, groups: np.ndarray | None = None,
+                 n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """``bootstrap_cis`` of one ``metric(labels, scores)``."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    return bootstrap_cis(lambda idx: {"m": metric(labels[idx], scores[idx])}, len(labels), groups, n, seed,
+                         level)["m"]
+
+
+def overlap_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Dice, IoU, areas (pixels) and relative area error of two binary masks.
+
+    Dice and IoU are NaN when both masks are empty (nothing to find, nothing found); the relative
+    area error is NaN when the truth is empty.
+    """
+    t = np.asarray(truth).astype(bool)
+    p = np.asarray(predicted).astype(bool)
+    inter, t_area, p_area = int((t & p).sum()), int(t.sum()), int(p.sum())
+    union = t_area + p_area - inter
+    return {"dice": 2 * inter / (t_area + p_area) if union else float("nan"),
+            "iou": inter / union if union else float("nan"),
+            "true_area": t_area, "predicted_area": p_area,
+            "area_error": (p_area - t_area) / t_area if t_area else float("nan")}

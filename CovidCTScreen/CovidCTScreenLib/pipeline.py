@@ -89,7 +89,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     t = time.perf_counter()
     net = package.build(dev)
     probabilities = calibrated_probabilities(package, net, slices.images, dev, batch_size,
-                                             _stage_reporter(progress, "inference"), cancel).astype(np.float32)
+                                             _stage_reporter(progress, "inference"), cancel)
     timings["inference_s"] = time.perf_counter() - t
 
     pos = probabilities[:, package.positive_index]
@@ -112,7 +112,8 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
 def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
                      progress: Progress | None = None, **kwargs) -> ScreenResult:
     """``screen`` and write the report folder (all or nothing)."""
-    from .report import check_output_folder, write_report
+    from .output_folder import check_output_folder
+    from .report import write_report
 
     check_output_folder(out_dir, overwrite)
     result = screen(source, progress=progress, **kwargs)

@@ -1,7 +1,6 @@
 """The report folder: report.json, slice_scores.csv, lung_mask.nrrd, heatmap.nrrd and PNG overlays.
 
-Everything is written into a hidden temporary folder beside the target and moved into place at
-the end, so a failure or a cancel never leaves a half-written report.
+Written all at once (``output_folder.atomic_folder``): a failure or a cancel never leaves a half-written report.
 """
 
 from __future__ import annotations
@@ -11,27 +10,17 @@ import datetime as _dt
 import json
 import os
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import RESEARCH_USE_NOTICE, __version__
-from .errors import InputError
+from .output_folder import atomic_folder
 from .preprocess import window_hu
 
 SCHEMA = "covidctscreen.report"
 SCHEMA_VERSION = 1
 CLASS_DISPLAY = {"COVID": "COVID-19", "NonCOVID": "non-COVID-19"}
-
-
-def check_output_folder(out_dir: str | os.PathLike, overwrite: bool) -> None:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"Output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"Output folder {out} is not empty; choose another folder or pass --overwrite")
 
 
 def _software() -> dict:
@@ -165,12 +154,7 @@ def scores_png(result, path: Path) -> None:
 
 def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write every report file into ``out_dir`` at once; return its path."""
-    out = Path(out_dir)
-    check_output_folder(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        tmp.chmod(0o755)
+    with atomic_folder(out_dir, overwrite) as tmp:
         files = {"report": "report.json", "slice_scores": "slice_scores.csv", "lung_mask": "lung_mask.nrrd",
                  "scores_plot": "slice_scores.png"}
         _write_csv(result, tmp / files["slice_scores"])
@@ -184,15 +168,4 @@ def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) ->
             overlay_png(result, k, tmp / f"key_slice_{k:03d}.png",
                         f"slice {k} (z {slice_z_mm(result.volume, k):.0f} mm): P(COVID-19) {t['probability']:.2f}")
         (tmp / files["report"]).write_text(json.dumps(build_report(result, files), indent=2) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

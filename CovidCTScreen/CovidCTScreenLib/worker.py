@@ -2,6 +2,10 @@
 
     python -m CovidCTScreenLib.worker INPUT OUT_DIR [--model M] [--device auto|cuda|cpu]
                                       [--batch-size N] [--no-heatmap] [--cancel-file PATH]
+                                      [--evaluate [--threshold T ...]]
+
+screens one CT (``pipeline.screen_to_folder``), or with ``--evaluate`` measures the model on the
+labelled data set INPUT (``evaluate.evaluate_to_folder``).
 
 stdout carries one machine-readable line per event (``parse_line`` reads them):
 
@@ -11,7 +15,7 @@ stdout carries one machine-readable line per event (``parse_line`` reads them):
 
 Exit codes: 0 done, 2 unusable input or model (``InputError``), 3 cancelled (SIGTERM, SIGINT or the
 cancel file), 1 unexpected failure (traceback on stderr). The report folder appears all at once
-(``report.write_report``) or not at all: a cancelled or failed run leaves no ``OUT_DIR``.
+(``output_folder.atomic_folder``) or not at all: a cancelled or failed run leaves no ``OUT_DIR``.
 
 Cancel: create the cancel file (works on every OS) or send SIGTERM; the run stops at the next
 batch. A second SIGTERM ends the process at once. Importing this module does not import torch.
@@ -53,7 +57,7 @@ def parse_line(line: str) -> tuple[str, object] | None:
 
 
 def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, cancel_file=None,
-            python: str | None = None) -> list[str]:
+            python: str | None = None, evaluate: bool = False, thresholds=()) -> list[str]:
     """The worker's command line (``python`` defaults to this interpreter)."""
     cmd = [python or sys.executable, "-m", "CovidCTScreenLib.worker", str(input_path), str(out_dir),
            "--device", device]
@@ -65,6 +69,10 @@ def command(input_path, out_dir, model=None, device="auto", batch_size=None, hea
         cmd.append("--no-heatmap")
     if cancel_file:
         cmd += ["--cancel-file", str(cancel_file)]
+    if evaluate:
+        cmd.append("--evaluate")
+        for t in thresholds:
+            cmd += ["--threshold", repr(float(t))]
     return cmd
 
 
@@ -142,7 +150,7 @@ def run(input_path, out_dir, progress: Callable[[str, float], None] | None = Non
 
 
 def _remove_partial(out_dir) -> None:
-    """Delete the hidden ``.<name>.partial-*`` folders a killed ``write_report`` may leave beside ``out_dir``."""
+    """Delete the hidden ``.<name>.partial-*`` folders a killed writer may leave beside ``out_dir``."""
     out = Path(out_dir)
     if out.parent.is_dir():
         for p in out.parent.glob(f".{out.name}.partial-*"):
@@ -152,13 +160,15 @@ def _remove_partial(out_dir) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m CovidCTScreenLib.worker", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", type=Path, help="CT volume file or DICOM series folder")
-    p.add_argument("out_dir", type=Path, help="report folder to create (must not exist or be empty)")
+    p.add_argument("input", type=Path, help="CT volume file or DICOM series folder (with --evaluate: labelled data)")
+    p.add_argument("out_dir", type=Path, help="report or results folder to create (must not exist or be empty)")
     p.add_argument("--model", default=None, help="model package folder or shipped model name")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-heatmap", action="store_true")
     p.add_argument("--cancel-file", type=Path, default=None, help="stop when this file appears")
+    p.add_argument("--evaluate", action="store_true", help="evaluate the model on labelled data (covidct-evaluate)")
+    p.add_argument("--threshold", type=float, action="append", default=[], help="with --evaluate: extra threshold")
     return p
 
 
@@ -194,11 +204,17 @@ def main(argv: list[str] | None = None) -> int:
 
     existed = args.out_dir.exists()
     try:
-        from .pipeline import screen_to_folder
-
         progress("start", 0.0)
-        screen_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled, model=args.model,
-                         device=args.device, batch_size=args.batch_size, heatmap=not args.no_heatmap)
+        if args.evaluate:
+            from .evaluate import evaluate_to_folder
+
+            evaluate_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled, model=args.model,
+                               device=args.device, batch_size=args.batch_size, thresholds=tuple(args.threshold))
+        else:
+            from .pipeline import screen_to_folder
+
+            screen_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled, model=args.model,
+                             device=args.device, batch_size=args.batch_size, heatmap=not args.no_heatmap)
         if cancelled():  # cancel arrived while the report was being written: take it back
             if not existed:
                 shutil.rmtree(args.out_dir, ignore_errors=True)

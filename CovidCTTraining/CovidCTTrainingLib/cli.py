@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         import numpy as np
         from tqdm import tqdm
 
-        from .data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images
+        from CovidCTScreenLib.datasets import load_images
+
+        from .data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary
         from .export import export_package
         from .trainer import TrainConfig, train
 

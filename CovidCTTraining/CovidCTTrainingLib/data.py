@@ -1,4 +1,4 @@
-"""Labelled slice lists: COVID-CT official patient-level splits, and generic class-per-folder image sets.
+"""COVID-CT's official patient-level splits as labelled slice lists (generic image sets: CovidCTScreenLib.datasets).
 
 No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-image only.
 """
@@ -6,23 +6,12 @@ No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-i
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from CovidCTScreenLib.datasets import Item
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.preprocess import INPUT_SIZE, prepare_image
 
 COVID_CT_LABELS = ["NonCOVID", "COVID"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
-@dataclass(frozen=True)
-class Item:
-    path: Path
-    label: int
-    patient: str
 
 
 def _covid_ct_patients(root: Path) -> dict[str, str]:
@@ -66,32 +55,3 @@ def covid_ct_summary(train_items: list[Item], val_items: list[Item]) -> dict:
     return {"dataset": "COVID-CT (Zhao et al. 2020), 8-bit CT figures from papers",
             "train": describe("train", train_items), "val": describe("val", val_items),
             "test": "COVID-CT test split not used (kept back)"}
-
-
-def folder_items(root: str | Path, labels: list[str]) -> list[Item]:
-    """Items of an image folder with one sub-folder per class name (e.g. CT_COVID/, CT_NonCOVID/).
-
-    A sub-folder matches a label when its name equals it or ends with ``_<label>``.
-    Patient ids are unknown here: each image is its own patient.
-    """
-    root = Path(root)
-    items = []
-    for label, name in enumerate(labels):
-        dirs = [d for d in root.iterdir() if d.is_dir() and (d.name == name or d.name.endswith("_" + name))]
-        for d in dirs:
-            items += [Item(p, label, f"{d.name}/{p.name}") for p in sorted(d.iterdir())
-                      if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not items:
-        raise InputError(f"No images under {root} in sub-folders named {labels}")
-    return items
-
-
-def load_images(items: list[Item], size: int = INPUT_SIZE) -> np.ndarray:
-    """(N, size, size) float32 model inputs in [0, 1] (images opened by content, not extension)."""
-    from PIL import Image
-
-    out = np.empty((len(items), size, size), dtype=np.float32)
-    for i, item in enumerate(items):
-        with Image.open(item.path) as im:
-            out[i] = prepare_image(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im), size)
-    return out

@@ -36,6 +36,15 @@ def tree_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def mini_class_folder(root: Path, per_class: int) -> Path:
+    """A class-per-folder image set (CT_COVID/, CT_NonCOVID/) of real COVID-CT val images, linked, not copied."""
+    for cls in ("COVID", "NonCOVID"):
+        (root / f"CT_{cls}").mkdir(parents=True)
+        for name in (COVID_CT / "splits" / f"val_{cls}.txt").read_text().split()[:per_class]:
+            (root / f"CT_{cls}" / name).symlink_to(COVID_CT / f"CT_{cls}" / name)
+    return root
+
+
 @pytest.fixture(scope="session")
 def dicom_ct():
     from CovidCTScreenLib.volume_io import load_ct

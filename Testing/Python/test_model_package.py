@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
-import numpy as np
 import pytest
 
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.metrics import binary_metrics
 from CovidCTScreenLib.preprocess import LUNG_WINDOW
 from CovidCTScreenLib.model_package import (CARD_NAME, DEFAULT_MODEL, MODELS_DIR, WEIGHTS_NAME, available_models,
                                             load_package)
 
-from conftest import COVID_CT, REPO
+from conftest import REPO
 
 
 def test_shipped_model_card():
@@ -47,26 +44,3 @@ def test_weights_are_hash_checked(tmp_path):
     (copy / CARD_NAME).write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         load_package(copy)
-
-
-@pytest.mark.slow
-def test_card_validation_figures_reproduce_and_beat_baseline():
-    """Re-score the COVID-CT val split with the shipped weights: the card's AUC / F1 come back. Against the
-    plain EfficientNet-Lite0 baseline (val AUC 0.855, F1 0.76): AUC above it, and F1 above it at the shipped
-    operating point (at 0.5 the F1 is 0.758, 0.002 below: the model card says so)."""
-    from CovidCTScreenLib.inference import calibrated_probabilities, select_device
-    from CovidCTTrainingLib.data import covid_ct_split, load_images
-
-    pkg = load_package()
-    items = covid_ct_split(COVID_CT, "val")
-    y = np.array([i.label for i in items])
-    dev = select_device("cpu")
-    p = calibrated_probabilities(pkg, pkg.build(dev), load_images(items), dev)[:, pkg.positive_index]
-    m = binary_metrics(y, p, 0.5)
-    card = pkg.card["validation"]["at_0.5"]
-    assert m["auc"] == pytest.approx(card["auc"], abs=2e-3)
-    assert m["f1"] == pytest.approx(card["f1"], abs=0.02)
-    op = binary_metrics(y, p, pkg.card["operating_point"]["slice_threshold"])
-    assert op["sensitivity"] == pytest.approx(pkg.card["validation"]["at_operating_point"]["sensitivity"], abs=0.02)
-    assert m["auc"] > 0.855 and op["f1"] > 0.76
-    print(json.dumps({"auc": m["auc"], "f1": m["f1"]}))

@@ -8,7 +8,8 @@ import torch
 
 from CovidCTScreenLib.errors import Cancelled
 from CovidCTScreenLib.model_package import load_package
-from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, load_images
+from CovidCTScreenLib.datasets import load_images
+from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.trainer import TrainConfig, train
 

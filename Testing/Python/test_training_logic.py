@@ -77,3 +77,22 @@ def test_one_epoch_run_exports_and_registers_the_model(module, tmp_path):
     # offered in COVID CT Screen's model list (shared settings key)
     assert _Settings.store[module.USER_MODELS_KEY] == [str((tmp_path / "pkg").resolve())]
     assert "validated on" in module.formatMetrics(result["card"])
+
+
+def test_evaluate_section_runs_covidct_evaluate(module, tmp_path):
+    """The Evaluate section's logic: the real worker measures the shipped model on a small real class folder."""
+    from conftest import DATA, mini_class_folder
+
+    data = mini_class_folder(tmp_path / "set", 3)
+    logic = module.CovidCTTrainingLogic()
+    events = []
+    result = logic.evaluate(data, tmp_path / "res", device="cpu", thresholds=(0.5,),
+                            progressCallback=lambda stage, fraction: events.append(fraction))
+    assert set(result["plots"]) == {"roc", "confusion", "reliability"}
+    assert all(open(p, "rb").read(4) == b"\x89PNG" for p in result["plots"].values())
+    assert result["metrics"]["data"]["items"] == 6 and events[-1] == 1.0 and not logic.isEvaluating
+    with pytest.raises(ValueError, match="does not exist"):
+        logic.evaluate(tmp_path / "missing", tmp_path / "r2")
+    with pytest.raises(RuntimeError, match="Input refused: .*lesion segmentation model"):
+        logic.evaluate(DATA / "infnet-semiseg" / "multiclass", tmp_path / "r3", device="cpu")
+    assert not (tmp_path / "r3").exists()

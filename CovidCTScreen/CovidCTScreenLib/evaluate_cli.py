@@ -1,0 +1,93 @@
+"""covidct-evaluate: measure a model on your own labelled data (slices, studies or lesion masks).
+
+Writes metrics.json, predictions.csv and PNG plots (ROC, reliability, confusion matrix; cases sheet
+for segmentation) into --out, all at once or not at all. Research use only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="covidct-evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", type=Path,
+                   help="class-per-folder images, a CSV 'path,label[,patient_id]' or 'study,label[,patient_id]', "
+                        "a folder with one study CSV, or a folder with images/ and masks/")
+    p.add_argument("--out", type=Path, required=True, help="folder to create for the results")
+    p.add_argument("--model", default=None, help="model package folder or shipped model name (default: shipped model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--threshold", type=float, action="append", default=[],
+                   help="also report the metrics at this slice probability threshold (repeatable); the model "
+                        "card's operating point is always reported")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def summary_lines(document: dict) -> list[str]:
+    """The headline figures of a metrics.json document, one line each."""
+    def fmt(m: dict) -> str:
+        v, (lo, hi) = m["value"], m["ci95"]
+        return "n/a" if v is None or v != v else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    data = document["data"]
+    lines = [f"{document['model']['name']} on {data['source']} ({data['kind']}, {data['items']} items"
+             + (f", {data['patients']} patients" if data.get("patients") else "") + ")"]
+    if data["kind"] == "segmentation":
+        for name, m in document["results"].items():
+            lines.append(f"  {name:<14} " + (f"Dice {fmt(m['dice'])}  IoU {fmt(m['iou'])}" if "dice" in m
+                                             else m["not_assessed"]))
+        return lines
+    for name, m in document["results"].items():
+        lines.append(f"  at {name} {document['thresholds'][name]:.3f}: AUC {fmt(m['auc'])}  "
+                     f"sens {fmt(m['sensitivity'])}  spec {fmt(m['specificity'])}  F1 {fmt(m['f1'])}  "
+                     f"acc {fmt(m['accuracy'])}")
+    if "ece" in document.get("calibration", {}):
+        lines.append(f"  calibration: ECE {document['calibration']['ece']:.3f}")
+    for f in data.get("failed", []):
+        lines.append(f"  not scored: {f['study']}: {f['error']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import Cancelled, InputError
+    from .evaluate import evaluate_to_folder
+
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
+
+    def progress(stage: str, fraction: float) -> None:
+        if bar is not None:
+            bar.set_description_str(stage)
+            bar.update(round(100 * fraction) - bar.n)
+
+    try:
+        result = evaluate_to_folder(args.data, args.out, overwrite=args.overwrite, progress=progress,
+                                    model=args.model, device=args.device, thresholds=tuple(args.threshold),
+                                    batch_size=args.batch_size, resamples=args.bootstrap)
+    except KeyboardInterrupt:
+        print("\ncovidct-evaluate: cancelled; nothing was written", file=sys.stderr)
+        return 130
+    except (InputError, Cancelled) as e:
+        print(f"\ncovidct-evaluate: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    print("\n".join(summary_lines(result.document)))
+    print(f"results in {args.out} ({result.document['seconds']:.1f} s). Research use only.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
