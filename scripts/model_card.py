@@ -90,7 +90,8 @@ Per volume / slice: `{json.dumps(card.get('hu_ct_check', {}).get('non_covid_volu
 ```
 {t['command']}
 python scripts/model_card.py <package folder>
-python -m pytest Testing/Python/test_model_package.py   # re-scores val with the shipped weights
+python scripts/covid_ct_list.py ../shared/data/covid-ct val --out runs/covid-ct-val.csv
+covidct-evaluate runs/covid-ct-val.csv --model <package folder> --threshold 0.5 --out runs/eval-val   # re-scores val
 ```
 Training configuration: `{json.dumps(t['config'])}`
 """
