@@ -95,3 +95,19 @@ def load_images(items: list[Item], size: int = INPUT_SIZE) -> np.ndarray:
         with Image.open(item.path) as im:
             out[i] = prepare_image(np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im), size)
     return out
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """Every image file below ``folder`` (sorted), e.g. Inf-Net's unlabelled slices."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return files
+
+
+def load_unlabelled_images(folder: str | Path, size: int = INPUT_SIZE, limit: int | None = None) -> np.ndarray:
+    """(N, size, size) model inputs of the images below ``folder``; ``limit`` takes that many, evenly spread."""
+    files = image_files(folder)
+    if limit and limit < len(files):
+        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
+    return load_images([Item(p, -1, p.name) for p in files], size)
