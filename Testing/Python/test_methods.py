@@ -13,14 +13,14 @@ from CovidCTScreenLib.errors import Cancelled
 from CovidCTScreenLib.inference import calibrated_probabilities, lung_slices
 from CovidCTScreenLib.model_package import load_package
 from CovidCTScreenLib.networks import HEADS, build_network
-from CovidCTTrainingLib.cli import make_config
+from CovidCTTrainingLib.cli import main, make_config
 from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, load_images, load_unlabelled_images
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.losses import training_loss
 from CovidCTTrainingLib.moco import MoCo
 from CovidCTTrainingLib.trainer import class_weights, train
 
-from conftest import COVID_CT, DATA
+from conftest import COVID_CT, DATA, DICOM_SERIES, mini_covid_ct
 
 SIZE = 64
 UNLABELLED = DATA / "infnet-semiseg" / "unlabelled" / "images"
@@ -146,3 +146,18 @@ def test_exported_package_scores_a_real_hu_slice(method, data, tmp_path, dicom_c
     slices = lung_slices(dicom_ct.hu, dicom_mask.lungs, dicom_ct.spacing, card["input"]["spatial_shape"][0])
     prob = calibrated_probabilities(package, package.build("cpu"), slices.images[::10], torch.device("cpu"))
     assert prob.shape == (len(slices.images[::10]), 2) and np.allclose(prob.sum(1), 1, atol=1e-5)
+
+
+def test_cli_semi_supervised_run_with_image_folder_and_hu_volume(tmp_path):
+    """covidct-train --method ssresnet reads unlabelled images and a DICOM series' lung slices into the card."""
+    torch.set_num_threads(1)
+    rc = main(["--covid-ct", str(mini_covid_ct(tmp_path / "covid-ct")), "--work", str(tmp_path / "work"),
+               "--package", str(tmp_path / "pkg"), "--method", "ssresnet", "--epochs", "1", "--image-size", "32",
+               "--batch-size", "4", "--unlabelled", str(UNLABELLED), "--unlabelled-limit", "4",
+               "--unlabelled-volume", str(DICOM_SERIES), "--device", "cpu"])
+    assert rc == 0
+    card = load_package(tmp_path / "pkg").card
+    assert card["training"]["method"] == "ssresnet" and card["architecture"] == "ssresnet"
+    assert card["training"]["config"]["lr"] == 1e-3  # seed 001's method default
+    unlabelled = card["training"]["unlabelled"]
+    assert len(unlabelled) == 2 and "4 images" in unlabelled[0] and "lung slices" in unlabelled[1]

@@ -35,10 +35,13 @@ def test_refuses_what_does_not_exist(module, tmp_path):
     logic = module.CovidCTTrainingLogic()
     with pytest.raises(ValueError, match="not a COVID-CT folder"):
         logic.train(tmp_path, tmp_path / "pkg")
-    with pytest.raises(ValueError, match="not available yet"):
+    with pytest.raises(ValueError, match="Unknown training method"):
         logic.train(COVID_CT, tmp_path / "pkg", method="semi-supervised")
-    cmd = logic.command(COVID_CT, tmp_path / "pkg", epochs=3, learningRate=1e-4, batchSize=8, device="cpu")
+    cmd = logic.command(COVID_CT, tmp_path / "pkg", epochs=3, learningRate=1e-4, batchSize=8, device="cpu",
+                        method="consistency", unlabelledFolder=tmp_path / "unlabelled")
     assert cmd[1:3] == ["-m", "CovidCTTrainingLib.cli"]
+    assert cmd[cmd.index("--method") + 1] == "consistency"
+    assert cmd[cmd.index("--unlabelled") + 1] == str(tmp_path / "unlabelled")
     assert cmd[cmd.index("--work") + 1] == str(tmp_path / "pkg-work")
     assert cmd[cmd.index("--lr") + 1] == "0.0001" and cmd[cmd.index("--epochs") + 1] == "3"
 
