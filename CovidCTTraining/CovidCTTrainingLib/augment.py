@@ -1,10 +1,12 @@
-"""Seed 000's augmentations (Han, Kim, Kwak, PLOS ONE), on [0, 1] tensors of shape (B, 1, H, W).
+"""Augmentations on [0, 1] tensors of shape (B, 1, H, W): seed 000's (``augment``, every method's training
+phase and its consistency term) and seed 003's contrastive views (``moco_augment``, Self-Trans pre-training).
 
+Seed 000 (Han, Kim, Kwak, PLOS ONE):
 Geometry: scaling in [0.8, 1.2], translation within 1 % of width/height, shear in [-5, 5] degrees,
 horizontal flip with p = 0.5. Intensity: one of Gaussian blur (sigma in [0, 3]), median blur
 (kernel 3 or 5; the paper's 4 has no centre), additive Gaussian noise (sigma in [0, 12.75] on the
 0-255 scale); then a brightness shift in [-20, 20] (0-255 scale). The paper resizes to 256 and
-centre-crops 224; here the shared 224 preprocessing is kept and the affine works at 224.
+centre-crops 224; here the shared preprocessing is kept and the affine works at the input size.
 """
 
 from __future__ import annotations

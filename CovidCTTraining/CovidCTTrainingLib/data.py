@@ -1,4 +1,5 @@
-"""Labelled slice lists: COVID-CT official patient-level splits, and generic class-per-folder image sets.
+"""Labelled slice lists (COVID-CT official patient-level splits, class-per-folder image sets) and unlabelled
+image folders (e.g. Inf-Net's unlabelled slices). HU volumes are read in ``volumes.py``.
 
 No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-image only.
 """
