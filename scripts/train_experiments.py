@@ -23,8 +23,8 @@ import torch
 
 from CovidCTScreenLib.model_package import load_package
 from CovidCTTrainingLib.cli import make_config
-from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images, \
-    load_unlabelled_images
+from CovidCTTrainingLib.data import (COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images,
+                                     load_unlabelled_images)
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.trainer import train
 
@@ -71,8 +71,8 @@ def main() -> None:
     x_tr, x_va = load_images(train_items, args.image_size), load_images(val_items, args.image_size)
     y_tr, y_va = np.array([i.label for i in train_items]), np.array([i.label for i in val_items])
     x_un = [load_unlabelled_images(args.unlabelled, args.image_size, args.unlabelled_limit)]
-    sources = [f"{args.unlabelled.relative_to(DATA) if args.unlabelled.is_relative_to(DATA) else args.unlabelled}: "
-               f"{len(x_un[0])} images (8-bit)"]
+    folder = args.unlabelled.relative_to(DATA) if args.unlabelled.is_relative_to(DATA) else args.unlabelled
+    sources = [f"{folder}: {len(x_un[0])} images (8-bit)"]
     if args.volumes:
         from CovidCTTrainingLib.volumes import volume_lung_slices  # needs SimpleITK
 
@@ -94,7 +94,7 @@ def main() -> None:
             continue
         t = time.perf_counter()
         result = train(x_tr, y_tr, x_va, y_va, config, args.out / name, unlabelled_images=x_un,
-                       progress=lambda r: print(f"{name} {r.phase} {r.epoch}/{r.epochs} loss {r.train_loss:.4f} "
+                       progress=lambda r, name=name: print(f"{name} {r.phase} {r.epoch}/{r.epochs} loss {r.train_loss:.4f} "
                                                 f"{r.losses} val AUC {r.val.get('auc', float('nan')):.3f} "
                                                 f"{r.seconds:.0f} s", flush=True))
         seconds = time.perf_counter() - t
@@ -116,17 +116,17 @@ def main() -> None:
 
 def write_doc(args, command: str, results: dict, sources: list, n_train: int, n_val: int, n_unlabelled: int) -> None:
     """Put the results table between the markers of --doc (the text around them is kept)."""
-    rows = ["| experiment | method | setting | val accuracy | val F1 | val AUC (95 % CI, patient bootstrap) "
-            "| best epoch | seconds |", "|---|---|---|---|---|---|---|---|"]
+    rows = [("| experiment | method | setting | val accuracy | val F1 | val AUC (95 % CI, patient bootstrap) "
+             "| best epoch | seconds |"), "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lo, hi = r["auc_95ci"]
         rows.append(f"| {name} | {r['config']['method']} | {EXPERIMENTS[name][2]} | {r['accuracy']:.3f} | "
                     f"{r['f1']:.3f} | {r['auc']:.3f} ({lo:.3f}-{hi:.3f}) | {r['best_epoch']} | {r['seconds']:.0f} |")
     block = "\n".join([
         START, "", f"Command: `{command}`", "",
-        f"Budget: image size {args.image_size} px, {args.epochs} training epochs, {args.pretrain_epochs} MoCo epochs "
-        f"per Self-Trans phase (MoCo batch {args.moco_batch_size}), device {args.device} "
-        f"({'CUDA' if torch.cuda.is_available() else 'CPU only'} on the machine that ran it).", "",
+        (f"Budget: image size {args.image_size} px, {args.epochs} training epochs, {args.pretrain_epochs} MoCo "
+         f"epochs per Self-Trans phase (MoCo batch {args.moco_batch_size}), device {args.device} "
+         f"({'CUDA' if torch.cuda.is_available() else 'CPU only'} on the machine that ran it)."), "",
         f"Data: COVID-CT official train split ({n_train} images) for training, val split ({n_val} images) for "
         f"selection, calibration and this table; {n_unlabelled} unlabelled slices for the semi- and self-supervised "
         "rows: " + "; ".join(sources) + ".", "", *rows, "", END])

@@ -85,4 +85,3 @@ def load_imagenet_weights(net, architecture: str) -> None:
     missing, unexpected = net.backbone.load_state_dict(state, strict=False)
     if unexpected or set(missing) - {"_fc.weight", "_fc.bias"}:
         raise RuntimeError(f"ImageNet weights do not fit: missing={missing} unexpected={unexpected}")
-

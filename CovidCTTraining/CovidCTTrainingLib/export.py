@@ -28,6 +28,7 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
                    val_patients: list[str] | None = None) -> ModelPackage:
     """Calibrate on validation, pick the operating point, write the package and return it."""
     pos = labels.index(positive_label)
+    method = result.config["method"]
     temperature = fit_temperature(result.val_logits, val_labels)
     prob = softmax(result.val_logits, temperature)[:, pos]
     threshold = youden_threshold(val_labels == pos, prob)
@@ -61,8 +62,9 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
         "study_rule": {"rule": "fraction_of_positive_slices", "min_fraction": STUDY_MIN_FRACTION,
                        "source": "seed 002 (Chen et al.): 5 % proportion threshold, chosen there for sensitivity; "
                                  "no COVID-19 CT volumes are available here to tune it"},
-        "training": {**data, "method": result.config["method"], "method_description": DESCRIPTIONS[result.config["method"]],
-                     "initialisation": "ImageNet" if result.config["pretrained"] else "random",
+        "training": {**data, "method": method, "method_description": DESCRIPTIONS[method],
+                     "initialisation": ("ImageNet" if result.config["pretrained"] else "random")
+                                       + (", then MoCo pre-training" if method == "selftrans" else ""),
                      "config": result.config, "best_epoch": result.best_epoch, "command": command,
                      "history": [{k: h[k] for k in ("epoch", "train_loss", "seconds")} | {"val_auc": h["val"]["auc"]}
                                  for h in result.history]},
