@@ -29,12 +29,12 @@ from CovidCTScreenLib import RESEARCH_USE_NOTICE, model_package, worker
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
 LIB_DIR = Path(__file__).resolve().parent  # holds CovidCTTrainingLib
 USER_MODELS_KEY = "CovidCTScreen/UserModels"  # shared with the COVID CT Screen module's model list
-METHODS = {
+METHODS = {  # label -> covidct-train --method (CovidCTTrainingLib.methods)
     "Supervised transfer learning (ImageNet EfficientNet-Lite0)": "supervised",
-    "Semi-supervised (needs unlabelled data) - not yet available": None,
-    "Self-supervised pre-training (Self-Trans) - not yet available": None,
-    "ssResNet - not yet available": None,
-    "CRNet - not yet available": None,
+    "Semi-supervised consistency (seed 000; uses unlabelled data)": "consistency",
+    "Two-path ssResNet (seed 001; uses unlabelled data)": "ssresnet",
+    "Self-Trans: MoCo pre-training, then fine-tuning (seed 003; uses unlabelled data)": "selftrans",
+    "CRNet from scratch (seed 003)": "crnet",
 }
 DEVICES = ["auto", "cuda", "cpu"]
 EXIT_STOPPED = 130  # covidct-train after Ctrl-C / Stop: the last finished epoch is in the checkpoint
@@ -91,8 +91,9 @@ training data, calibration, operating point and validation metrics, plus sha256-
 that the COVID CT Screen module can use. <b>{RESEARCH_USE_NOTICE}</b></p>
 <p><b>Labelled data:</b> a COVID-CT folder (CT_COVID/, CT_NonCOVID/, splits/, meta/), trained on its official
 patient-level train split and selected, calibrated and reported on its val split (the test split is never
-used). <b>Method:</b> supervised transfer learning from ImageNet EfficientNet-Lite0. Semi-supervised and
-self-supervised methods (which use the unlabelled folder), ssResNet and CRNet are not available yet.</p>
+used). <b>Method:</b> supervised transfer learning from ImageNet EfficientNet-Lite0, semi-supervised consistency,
+the two-path ssResNet, Self-Trans (MoCo pre-training, then fine-tuning) or CRNet. The semi- and self-supervised
+methods also learn from the images in the unlabelled folder.</p>
 <p>Training runs in a separate process; Stop keeps the last finished epoch, and starting again with the same
 work folder resumes. The command line equivalent is shown in the log.</p>
 """
@@ -114,8 +115,8 @@ EfficientNet-Lite0 ImageNet weights via efficientnet-lite-pytorch. Built on 3D S
 class CovidCTTrainingParameterNode:
     """
     labelledFolder - COVID-CT folder (set from the path widget).
-    unlabelledFolder - unlabelled CT for semi/self-supervised methods (not yet used).
-    method - training method (only supervised transfer learning exists).
+    unlabelledFolder - folder of unlabelled CT slice images for the semi- and self-supervised methods.
+    method - training method (label of METHODS).
     epochs, learningRate, batchSize, device - hyper-parameters.
     outputPackage - model package folder to write; workFolder - checkpoint folder (resume).
     """
@@ -153,7 +154,6 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = CovidCTTrainingLogic()
 
-        self.ui.unlabelledFolderPathLineEdit.enabled = False
         self.ui.noticeLabel.text = RESEARCH_USE_NOTICE
         self.ui.progressBar.hide()
 
@@ -202,7 +202,6 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)  # fills methodComboBox (Choice)
-            self._disableUnavailableMethods()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
             p = self._parameterNode
             self.ui.labelledFolderPathLineEdit.currentPath = p.labelledFolder
@@ -210,13 +209,6 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.outputPackagePathLineEdit.currentPath = p.outputPackage
             self.ui.workFolderPathLineEdit.currentPath = p.workFolder
             self._checkCanApply()
-
-    def _disableUnavailableMethods(self) -> None:
-        """Methods that do not exist yet stay listed but cannot be chosen, so the GUI is honest."""
-        combo = self.ui.methodComboBox
-        for index in range(combo.count):
-            if METHODS.get(combo.itemText(index)) is None:
-                combo.model().item(index).setEnabled(False)
 
     def _setPath(self, attr: str, path: str) -> None:
         if self._parameterNode:
@@ -250,7 +242,8 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.show()
             self.logic.train(p.labelledFolder, p.outputPackage, workFolder=p.workFolder or None,
                              epochs=p.epochs, learningRate=p.learningRate, batchSize=p.batchSize, device=p.device,
-                             method=METHODS[p.method], modelName=p.modelName or None, waitForCompletion=False,
+                             method=METHODS[p.method], unlabelledFolder=p.unlabelledFolder or None,
+                             modelName=p.modelName or None, waitForCompletion=False,
                              progressCallback=self.onProgress, logCallback=self.ui.logTextEdit.appendPlainText,
                              completedCallback=self.onCompleted)
             self.ui.statusLabel.text = "Loading images..."
@@ -406,20 +399,23 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
                     askConfirmation, requirementsFile=resourcePath("requirements-training.txt")))
 
     def command(self, labelledFolder, outputPackage, workFolder=None, epochs=30, learningRate=3e-4, batchSize=16,
-                device="auto", modelName=None, python=None) -> list:
+                device="auto", modelName=None, python=None, method="supervised", unlabelledFolder=None) -> list:
         """The covidct-train command line (also printed in the log, to reproduce the run outside Slicer)."""
         outputPackage = Path(outputPackage)
         workFolder = Path(workFolder) if workFolder else outputPackage.with_name(outputPackage.name + "-work")
         cmd = [python or pythonExecutable(), "-m", "CovidCTTrainingLib.cli", "--covid-ct", str(labelledFolder),
                "--work", str(workFolder), "--package", str(outputPackage), "--epochs", str(int(epochs)),
-               "--lr", repr(float(learningRate)), "--batch-size", str(int(batchSize)), "--device", device]
+               "--lr", repr(float(learningRate)), "--batch-size", str(int(batchSize)), "--device", device,
+               "--method", method]
+        if unlabelledFolder:
+            cmd += ["--unlabelled", str(unlabelledFolder)]
         if modelName:
             cmd += ["--name", modelName]
         return cmd
 
     def checkInputs(self, labelledFolder, outputPackage, method="supervised") -> None:
-        if method != "supervised":
-            raise ValueError(f"Training method '{method}' is not available yet; use supervised transfer learning")
+        if method not in METHODS.values():
+            raise ValueError(f"Unknown training method '{method}'; choose one of {', '.join(METHODS.values())}")
         folder = Path(labelledFolder or "")
         missing = [d for d in ("CT_COVID", "CT_NonCOVID", "splits", "meta") if not (folder / d).is_dir()]
         if not labelledFolder or missing:
@@ -429,14 +425,14 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
 
     def train(self, labelledFolder, outputPackage, workFolder=None, epochs=30, learningRate=3e-4, batchSize=16,
               device="auto", method="supervised", modelName=None, waitForCompletion=True, progressCallback=None,
-              logCallback=None, completedCallback=None):
+              logCallback=None, completedCallback=None, unlabelledFolder=None):
         """Train and export. Blocking: returns {"package", "card", "final"} or raises. Non-blocking: returns
         None and calls ``completedCallback(result, error)``."""
         if self.isRunning:
             raise RuntimeError("A training run is already going; stop it first")
         self.checkInputs(labelledFolder, outputPackage, method)
         cmd = self.command(labelledFolder, outputPackage, workFolder, epochs, learningRate, batchSize, device,
-                           modelName)
+                           modelName, method=method, unlabelledFolder=unlabelledFolder)
         env = worker.environment([str(LIB_DIR)])
         if logCallback:
             logCallback("$ " + " ".join(cmd[1:]).replace("-m CovidCTTrainingLib.cli", "covidct-train", 1))
@@ -644,7 +640,7 @@ class CovidCTTrainingTest(ScriptedLoadableModuleTest):
         names = {w.get("name") for w in ET.parse(resourcePath("UI/CovidCTTraining.ui")).iter("widget")}
         for name in ("labelledFolderPathLineEdit", "unlabelledFolderPathLineEdit", "methodComboBox", "trainButton"):
             self.assertIn(name, names)
-        self.assertEqual([k for k, v in METHODS.items() if v], [next(iter(METHODS))])
+        self.assertEqual(sorted(METHODS.values()), ["consistency", "crnet", "selftrans", "ssresnet", "supervised"])
 
     def test_parse_progress(self):
         state = parseTrainingOutput("training:  40%|####  | 2/5 [00:10<00:15, loss=0.512, val_auc=0.801, "

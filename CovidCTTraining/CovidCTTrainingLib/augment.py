@@ -1,13 +1,17 @@
-"""Seed 000's augmentations (Han, Kim, Kwak, PLOS ONE), on [0, 1] tensors of shape (B, 1, H, W).
+"""Augmentations on [0, 1] tensors of shape (B, 1, H, W): seed 000's (``augment``, every method's training
+phase and its consistency term) and seed 003's contrastive views (``moco_augment``, Self-Trans pre-training).
 
+Seed 000 (Han, Kim, Kwak, PLOS ONE):
 Geometry: scaling in [0.8, 1.2], translation within 1 % of width/height, shear in [-5, 5] degrees,
 horizontal flip with p = 0.5. Intensity: one of Gaussian blur (sigma in [0, 3]), median blur
 (kernel 3 or 5; the paper's 4 has no centre), additive Gaussian noise (sigma in [0, 12.75] on the
 0-255 scale); then a brightness shift in [-20, 20] (0-255 scale). The paper resizes to 256 and
-centre-crops 224; here the shared 224 preprocessing is kept and the affine works at 224.
+centre-crops 224; here the shared preprocessing is kept and the affine works at the input size.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -44,5 +48,35 @@ def augment(batch: torch.Tensor, generator: torch.Generator | None = None) -> to
         else:
             img = img + torch.randn(img.shape, generator=g) * uniform(0.0, 12.75 / 255.0)
         img = img + uniform(-20.0, 20.0) / 255.0
+        out.append(img.clamp(0.0, 1.0))
+    return torch.stack(out)
+
+
+def moco_augment(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Seed 003's contrastive views (MoCo v2 family) of [0, 1] grey images (B, 1, H, W): a random crop of
+    20-100 % of the area (aspect 3/4-4/3) resized back, horizontal flip (p 0.5), brightness and contrast
+    factors in [0.6, 1.4], Gaussian blur (p 0.5, sigma 0.1-2 at 224 px, scaled with the size). The seed's
+    saturation, hue and grey-scale jitter do nothing on grey CT and are left out."""
+    g = generator
+
+    def uniform(lo: float, hi: float) -> float:
+        return lo + (hi - lo) * torch.rand((), generator=g).item()
+
+    out = []
+    for img in batch:
+        h, w = img.shape[-2:]
+        area = uniform(0.2, 1.0) * h * w
+        aspect = math.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
+        ch, cw = min(h, round(math.sqrt(area / aspect))), min(w, round(math.sqrt(area * aspect)))
+        top, left = int(torch.randint(h - ch + 1, (), generator=g)), int(torch.randint(w - cw + 1, (), generator=g))
+        img = TF.resized_crop(img, top, left, ch, cw, [h, w], antialias=True)
+        if torch.rand((), generator=g) < 0.5:
+            img = TF.horizontal_flip(img)
+        img = img * uniform(0.6, 1.4)
+        mean = img.mean()
+        img = (img - mean) * uniform(0.6, 1.4) + mean
+        if torch.rand((), generator=g) < 0.5:
+            sigma = uniform(0.1, 2.0) * h / 224
+            img = TF.gaussian_blur(img, kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma)
         out.append(img.clamp(0.0, 1.0))
     return torch.stack(out)

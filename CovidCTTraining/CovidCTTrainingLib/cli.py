@@ -1,4 +1,10 @@
-"""covidct-train: train a slice classifier on COVID-CT (or a class-per-folder set) and export a model package."""
+"""covidct-train: train a slice classifier on COVID-CT with one of the seed papers' methods and export a model package.
+
+Methods: supervised | consistency | ssresnet | selftrans | crnet (see CovidCTTrainingLib.methods). Semi- and
+self-supervised methods also read unlabelled slices: image folders (--unlabelled) and the lung slices of HU CT
+volumes (--unlabelled-volume). Several processes (GPUs or machines): torchrun --nproc_per_node=N -m
+CovidCTTrainingLib.cli ...
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,47 @@ import sys
 import time
 from pathlib import Path
 
+from .methods import METHODS
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="covidct-train", description=__doc__)
+    p = argparse.ArgumentParser(prog="covidct-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--covid-ct", type=Path, help="COVID-CT folder (CT_COVID/, CT_NonCOVID/, splits/, meta/)")
     p.add_argument("--work", type=Path, required=True, help="run folder (checkpoint; an interrupted run resumes here)")
     p.add_argument("--package", type=Path, required=True, help="model package folder to write")
     p.add_argument("--name", default=None, help="model name in the card (default: package folder name)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--method", default="supervised", choices=METHODS)
+    p.add_argument("--architecture", default=None,
+                   help="efficientnet-lite0 (default), resnet18/50, densenet121/169, crnet, ssresnet")
+    p.add_argument("--unlabelled", type=Path, action="append", default=[],
+                   help="folder of unlabelled slice images (repeatable), e.g. infnet-semiseg/unlabelled/images")
+    p.add_argument("--unlabelled-limit", type=int, default=None, help="use at most this many images per folder")
+    p.add_argument("--unlabelled-volume", type=Path, action="append", default=[],
+                   help="CT volume in HU (DICOM folder, NIfTI, NRRD; repeatable): its lung slices are unlabelled data")
+    p.add_argument("--image-size", type=int, default=None, help="square input size (default 224)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="selftrans: MoCo epochs of each pre-training")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--moco-batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (the body's when --head-lr is given)")
+    p.add_argument("--head-lr", type=float, default=None, help="learning rate of the final layer (seed 002: 5e-4)")
+    p.add_argument("--consistency-weight", type=float, default=None, help="lambda of consistency / ssresnet")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of ImageNet")
     p.add_argument("--cancel-file", type=Path, default=None,
                    help="stop between steps once this file exists (the GUI's Stop; portable where signals are not)")
     return p
+
+
+def make_config(method: str, **overrides):
+    """TrainConfig of ``method``: its seed's defaults (methods.METHOD_DEFAULTS), then the overrides that are set."""
+    from .methods import METHOD_DEFAULTS
+    from .trainer import TrainConfig
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return TrainConfig(**{**METHOD_DEFAULTS[method], "method": method, **given})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,37 +70,72 @@ def main(argv: list[str] | None = None) -> int:
         from tqdm import tqdm
 
         from CovidCTScreenLib.datasets import load_images
+        from CovidCTScreenLib.preprocess import INPUT_SIZE
 
-        from .data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary
+        from . import distributed
+        from .data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_unlabelled_images
         from .export import export_package
-        from .trainer import TrainConfig, train
+        from .trainer import train
 
+        distributed.init_from_environment()
+        main_rank = distributed.rank_and_size()[0] == 0
         if args.covid_ct is None:
             raise InputError("give the labelled data with --covid-ct DIR")
+        config = make_config(args.method, architecture=args.architecture, epochs=args.epochs,
+                             pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
+                             moco_batch_size=args.moco_batch_size, lr=args.lr, head_lr=args.head_lr,
+                             consistency_weight=args.consistency_weight, seed=args.seed, device=args.device,
+                             pretrained=False if args.no_pretrained else None)
+        size = args.image_size or INPUT_SIZE
         train_items, val_items = covid_ct_split(args.covid_ct, "train"), covid_ct_split(args.covid_ct, "val")
         overlap = {i.patient for i in train_items} & {i.patient for i in val_items}
         if overlap:
             raise InputError(f"patients in both train and val: {sorted(overlap)[:5]}")
         t0 = time.perf_counter()
-        x_tr, x_va = load_images(train_items), load_images(val_items)
+        x_tr, x_va = load_images(train_items, size), load_images(val_items, size)
         y_tr = np.array([i.label for i in train_items])
         y_va = np.array([i.label for i in val_items])
-        print(f"loaded {len(x_tr)} train / {len(x_va)} val images in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             device=args.device, pretrained=not args.no_pretrained)
-        bar = tqdm(total=config.epochs, unit="epoch", desc="training")
+        unlabelled, sources = [], []
+        for folder in args.unlabelled:
+            unlabelled.append(load_unlabelled_images(folder, size, args.unlabelled_limit))
+            sources.append(f"{folder}: {len(unlabelled[-1])} images (8-bit)")
+        if args.unlabelled_volume:
+            from .volumes import volume_lung_slices  # needs SimpleITK
+
+            slices, notes = volume_lung_slices(args.unlabelled_volume, size)
+            unlabelled.append(slices)
+            sources += notes
+        x_un = np.concatenate(unlabelled) if unlabelled else None
+        if main_rank:
+            print(f"loaded {len(x_tr)} train / {len(x_va)} val / {0 if x_un is None else len(x_un)} unlabelled "
+                  f"images at {size} px in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        bar = None
 
         def progress(rep):
+            nonlocal bar
+            if not main_rank:
+                return
+            if bar is None or bar.desc != rep.phase:
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=rep.epochs, unit="epoch", desc=rep.phase)
             bar.update(rep.epoch - bar.n)
-            bar.set_postfix(loss=f"{rep.train_loss:.3f}", val_auc=f"{rep.val['auc']:.3f}",
-                            best=f"{rep.best_auc:.3f}@{rep.best_epoch}", s=f"{rep.seconds:.0f}")
+            post = {"loss": f"{rep.train_loss:.3f}"}
+            if rep.val:
+                post |= {"val_auc": f"{rep.val['auc']:.3f}", "best": f"{rep.best_auc:.3f}@{rep.best_epoch}"}
+            bar.set_postfix(**post, s=f"{rep.seconds:.0f}")
 
         def cancel() -> bool:
             return args.cancel_file is not None and args.cancel_file.exists()
 
-        result = train(x_tr, y_tr, x_va, y_va, config, args.work, progress=progress, cancel=cancel)
-        bar.close()
-        data = covid_ct_summary(train_items, val_items)
+        result = train(x_tr, y_tr, x_va, y_va, config, args.work, progress=progress, cancel=cancel,
+                       unlabelled_images=x_un)
+        if bar is not None:
+            bar.close()
+        if not main_rank:
+            return 0
+        data = covid_ct_summary(train_items, val_items) | {"unlabelled": sources if config.method in (
+            "consistency", "ssresnet", "selftrans") else []}
         pkg = export_package(result, args.package, name=args.name or args.package.name, labels=COVID_CT_LABELS,
                              positive_label="COVID", val_labels=y_va, data=data,
                              val_patients=[i.patient for i in val_items],
@@ -81,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Cancelled):
         print("covidct-train: cancelled; run the same command again to resume from the last epoch", file=sys.stderr)
         return 130
-    except (InputError, RuntimeError) as e:
+    except (InputError, RuntimeError, ValueError) as e:
         print(f"covidct-train: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,4 +1,5 @@
-"""COVID-CT's official patient-level splits as labelled slice lists (generic image sets: CovidCTScreenLib.datasets).
+"""COVID-CT's official patient-level splits as labelled slice lists, and unlabelled image folders (e.g.
+Inf-Net's unlabelled slices). Generic labelled image sets: ``CovidCTScreenLib.datasets``; HU volumes: ``volumes.py``.
 
 No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-image only.
 """
@@ -8,8 +9,11 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from CovidCTScreenLib.datasets import Item
+import numpy as np
+
+from CovidCTScreenLib.datasets import IMAGE_SUFFIXES, Item, load_images
 from CovidCTScreenLib.errors import InputError
+from CovidCTScreenLib.preprocess import INPUT_SIZE
 
 COVID_CT_LABELS = ["NonCOVID", "COVID"]
 
@@ -55,3 +59,17 @@ def covid_ct_summary(train_items: list[Item], val_items: list[Item]) -> dict:
     return {"dataset": "COVID-CT (Zhao et al. 2020), 8-bit CT figures from papers",
             "train": describe("train", train_items), "val": describe("val", val_items),
             "test": "COVID-CT test split not used (kept back)"}
+def image_files(folder: str | Path) -> list[Path]:
+    """Every image file below ``folder`` (sorted), e.g. Inf-Net's unlabelled slices."""
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+    return files
+
+
+def load_unlabelled_images(folder: str | Path, size: int = INPUT_SIZE, limit: int | None = None) -> np.ndarray:
+    """(N, size, size) model inputs of the images below ``folder``; ``limit`` takes that many, evenly spread."""
+    files = image_files(folder)
+    if limit and limit < len(files):
+        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
+    return load_images([Item(p, -1, p.name) for p in files], size)

@@ -15,6 +15,7 @@ from CovidCTScreenLib.model_package import ModelPackage, save_package
 from CovidCTScreenLib.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
 
 from .calibrate import fit_temperature
+from .methods import DESCRIPTIONS
 from .trainer import TrainResult
 
 # The plain ImageNet EfficientNet-Lite0 fine-tune of the project brief (AdamW 3e-4, 25 epochs, CPU).
@@ -27,6 +28,7 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
                    val_patients: list[str] | None = None) -> ModelPackage:
     """Calibrate on validation, pick the operating point, write the package and return it."""
     pos = labels.index(positive_label)
+    method = result.config["method"]
     temperature = fit_temperature(result.val_logits, val_labels)
     prob = softmax(result.val_logits, temperature)[:, pos]
     threshold = youden_threshold(val_labels == pos, prob)
@@ -46,7 +48,7 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
             "normal": "not separated from other non-COVID findings: COVID-CT's NonCOVID class mixes both",
         },
         "input": {
-            "channels": 1, "spatial_shape": [INPUT_SIZE, INPUT_SIZE], "value_range": [0.0, 1.0],
+            "channels": 1, "spatial_shape": [result.image_size or INPUT_SIZE] * 2, "value_range": [0.0, 1.0],
             "hu_window": list(LUNG_WINDOW),
             "hu_mapping": "HU clipped to the window and scaled linearly to [0, 1] (W1200/L-500 lung window, matched "
                           "to the training figures' intensities by scripts/match_hu_window.py)",
@@ -60,8 +62,9 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
         "study_rule": {"rule": "fraction_of_positive_slices", "min_fraction": STUDY_MIN_FRACTION,
                        "source": "seed 002 (Chen et al.): 5 % proportion threshold, chosen there for sensitivity; "
                                  "no COVID-19 CT volumes are available here to tune it"},
-        "training": {**data, "method": "supervised transfer learning (ImageNet EfficientNet-Lite0), "
-                                       "seed 000 augmentations, class-weighted CE with label smoothing",
+        "training": {**data, "method": method, "method_description": DESCRIPTIONS[method],
+                     "initialisation": ("ImageNet" if result.config["pretrained"] else "random")
+                                       + (", then MoCo pre-training" if method == "selftrans" else ""),
                      "config": result.config, "best_epoch": result.best_epoch, "command": command,
                      "history": [{k: h[k] for k in ("epoch", "train_loss", "seconds")} | {"val_auc": h["val"]["auc"]}
                                  for h in result.history]},

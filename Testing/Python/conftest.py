@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 from pathlib import Path
@@ -113,3 +114,20 @@ def load_slicer_module(monkeypatch, path: Path, qt=None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def mini_covid_ct(root: Path, n_per_class: dict | None = None) -> Path:
+    """A COVID-CT folder with a few real images per class and split, linked from the shared data."""
+    for d in ("CT_COVID", "CT_NonCOVID", "splits", "meta"):
+        (root / d).mkdir(parents=True)
+    for cls in ("COVID", "NonCOVID"):
+        for split, n in (n_per_class or {"train": 4, "val": 3}).items():
+            names = (COVID_CT / "splits" / f"{split}_{cls}.txt").read_text().split()[:n]
+            (root / "splits" / f"{split}_{cls}.txt").write_text("\n".join(names) + "\n")
+            for name in names:
+                (root / f"CT_{cls}" / name).symlink_to(COVID_CT / f"CT_{cls}" / name)
+    for meta in ("COVID-CT-MetaInfo.csv", "NonCOVID-CT-MetaInfo.csv"):
+        with open(COVID_CT / "meta" / meta, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        (root / "meta" / meta).write_text("\n".join(",".join(f'"{c}"' for c in r) for r in rows) + "\n")
+    return root

@@ -6,14 +6,11 @@ training process, its tqdm progress, the export and the model package check are 
 
 from __future__ import annotations
 
-import csv
 import types
 
 import pytest
 
-from conftest import COVID_CT, REPO, load_slicer_module
-
-N_PER_CLASS = {"train": 4, "val": 3}
+from conftest import COVID_CT, REPO, load_slicer_module, mini_covid_ct
 
 
 class _Settings:
@@ -34,38 +31,24 @@ def module(monkeypatch):
     return load_slicer_module(monkeypatch, REPO / "CovidCTTraining" / "CovidCTTraining.py", qt=qt)
 
 
-def _mini_covid_ct(root):
-    """A COVID-CT folder with a few real images per class and split, linked from the shared data."""
-    for d in ("CT_COVID", "CT_NonCOVID", "splits", "meta"):
-        (root / d).mkdir(parents=True)
-    for cls in ("COVID", "NonCOVID"):
-        for split, n in N_PER_CLASS.items():
-            names = (COVID_CT / "splits" / f"{split}_{cls}.txt").read_text().split()[:n]
-            (root / "splits" / f"{split}_{cls}.txt").write_text("\n".join(names) + "\n")
-            for name in names:
-                (root / f"CT_{cls}" / name).symlink_to(COVID_CT / f"CT_{cls}" / name)
-    for meta in ("COVID-CT-MetaInfo.csv", "NonCOVID-CT-MetaInfo.csv"):
-        with open(COVID_CT / "meta" / meta, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-        (root / "meta" / meta).write_text("\n".join(",".join(f'"{c}"' for c in r) for r in rows) + "\n")
-    return root
-
-
 def test_refuses_what_does_not_exist(module, tmp_path):
     logic = module.CovidCTTrainingLogic()
     with pytest.raises(ValueError, match="not a COVID-CT folder"):
         logic.train(tmp_path, tmp_path / "pkg")
-    with pytest.raises(ValueError, match="not available yet"):
+    with pytest.raises(ValueError, match="Unknown training method"):
         logic.train(COVID_CT, tmp_path / "pkg", method="semi-supervised")
-    cmd = logic.command(COVID_CT, tmp_path / "pkg", epochs=3, learningRate=1e-4, batchSize=8, device="cpu")
+    cmd = logic.command(COVID_CT, tmp_path / "pkg", epochs=3, learningRate=1e-4, batchSize=8, device="cpu",
+                        method="consistency", unlabelledFolder=tmp_path / "unlabelled")
     assert cmd[1:3] == ["-m", "CovidCTTrainingLib.cli"]
+    assert cmd[cmd.index("--method") + 1] == "consistency"
+    assert cmd[cmd.index("--unlabelled") + 1] == str(tmp_path / "unlabelled")
     assert cmd[cmd.index("--work") + 1] == str(tmp_path / "pkg-work")
     assert cmd[cmd.index("--lr") + 1] == "0.0001" and cmd[cmd.index("--epochs") + 1] == "3"
 
 
 @pytest.mark.slow
 def test_one_epoch_run_exports_and_registers_the_model(module, tmp_path):
-    data = _mini_covid_ct(tmp_path / "covid-ct")
+    data = mini_covid_ct(tmp_path / "covid-ct")
     logic = module.CovidCTTrainingLogic()
     states = []
     result = logic.train(data, tmp_path / "pkg", epochs=2, batchSize=4, device="cpu",
