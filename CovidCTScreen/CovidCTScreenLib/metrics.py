@@ -1,4 +1,4 @@
-"""Classification metrics (numpy only): the one implementation used by training, model cards and tests."""
+"""Classification and overlap metrics (numpy only): the one implementation used by training, model cards and tests."""
 
 from __future__ import annotations
 
@@ -82,3 +82,21 @@ def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, metric=roc_auc, groups:
             values.append(v)
     lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+def dice(pred: np.ndarray, target: np.ndarray) -> float:
+    """Dice overlap 2|A & B| / (|A| + |B|) of two binary masks of the same shape; NaN when both are empty."""
+    a, b = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int((a & b).sum()) / total if total else float("nan")
+
+
+def iou(pred: np.ndarray, target: np.ndarray) -> float:
+    """Intersection over union (Jaccard) of two binary masks of the same shape; NaN when both are empty."""
+    a, b = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else float("nan")
