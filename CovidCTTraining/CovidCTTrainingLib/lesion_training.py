@@ -20,9 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.lesion_seg import ARCHITECTURE, LESION_LABELS, build_lesion_network, labels_at
+from CovidCTScreenLib.lesion_seg import (
+    ARCHITECTURE,
+    LESION_LABELS,
+    build_lesion_network,
+    labels_at,
+)
 from CovidCTScreenLib.metrics import dice, iou
 from CovidCTScreenLib.preprocess import prepare_image
 
@@ -99,21 +103,25 @@ def segmentation_scores(preds: list[np.ndarray], targets: list[np.ndarray]) -> d
     (slices where both prediction and reference lack the class are left out of that mean)."""
     out = {}
     for c, name in {**CLASS_NAMES, 3: "lesion"}.items():
-        def sel(a):
-            return a > 0 if c == 3 else a == c
-        p = np.concatenate([sel(a).ravel() for a in preds])
-        t = np.concatenate([sel(a).ravel() for a in targets])
-        per = [dice(sel(a), sel(b)) for a, b in zip(preds, targets)]
-        per = [d for d in per if not np.isnan(d)]
+        pm = [a > 0 if c == 3 else a == c for a in preds]
+        tm = [a > 0 if c == 3 else a == c for a in targets]
+        p, t = np.concatenate([a.ravel() for a in pm]), np.concatenate([a.ravel() for a in tm])
+        per = [d for d in (dice(a, b) for a, b in zip(pm, tm)) if not np.isnan(d)]
         out[name] = {"dice_pooled": dice(p, t), "iou_pooled": iou(p, t),
                      "dice_mean_per_slice": float(np.mean(per)) if per else float("nan"),
-                     "slices_with_class": int(sum((sel(b)).any() for b in targets))}
+                     "slices_with_class": int(sum(b.any() for b in tm))}
     return out
 
 
 def _augmentation(size: int, seed: int):
-    from monai.transforms import (Compose, RandAdjustContrastd, RandAffined, RandFlipd, RandGaussianNoised,
-                                  RandScaleIntensityd)
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+    )
 
     aug = Compose([
         # zoom range covers both Inf-Net's body crops and the tighter lung-box crops used on HU input
