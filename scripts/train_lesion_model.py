@@ -21,11 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    ap.add_argument("--epochs", type=int, default=120)
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-minutes", type=float, default=25.0)
+    ap.add_argument("--max-minutes", type=float, default=30.0)
     ap.add_argument("--out", type=Path, default=REPO / "Resources" / "Models" / "covidct-lesion-unet-v1")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
     args = ap.parse_args(argv)

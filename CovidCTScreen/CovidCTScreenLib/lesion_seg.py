@@ -94,13 +94,14 @@ def predict_image(model: LesionModel, image: np.ndarray) -> np.ndarray:
     return labels_at(predict_probabilities(model, x[None])[0], np.asarray(image).shape[:2])
 
 
-def predict_hu(model: LesionModel, hu: np.ndarray, lungs: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """GGO / consolidation labels on the CT grid for a (z, y, x) (or (y, x)) HU array and its lung mask.
+def predict_hu(model: LesionModel, hu: np.ndarray, lungs, batch_size: int = 8) -> np.ndarray:
+    """GGO / consolidation labels on the CT grid for a (z, y, x) (or (y, x)) HU array and its lung mask
+    (a ``lung_mask.LungMask``, its labels or a boolean mask).
 
     Each slice with lung is cropped to its lung box, windowed and resized as the classifier's inputs,
     segmented, resized back and kept inside ``lungs``. Slices without lung are 0.
     """
-    hu3, lungs3 = np.asarray(hu), np.asarray(lungs, dtype=bool)
+    hu3, lungs3 = np.asarray(hu), np.asarray(getattr(lungs, "labels", lungs)) > 0
     squeeze = hu3.ndim == 2
     if squeeze:
         hu3, lungs3 = hu3[None], lungs3[None]

@@ -47,14 +47,14 @@ class LesionConfig:
     strides: tuple = (2, 2, 2, 2)
     num_res_units: int = 2
     dropout: float = 0.1
-    epochs: int = 120
+    epochs: int = 60
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
     n_val: int = 10
     seed: int = 0
     threads: int = 2
-    max_minutes: float = 25.0  # safety stop; the card records the epochs actually run
+    max_minutes: float = 30.0  # safety stop; the card records the epochs actually run
     log_every: int = 10
 
     def network_spec(self) -> dict:
