@@ -82,7 +82,7 @@ def evaluate(data: str | os.PathLike, model: str | os.PathLike | ModelPackage | 
     if kind == "segmentation":
         from .evaluate_segmentation import evaluate_segmentation
 
-        result = evaluate_segmentation(path, package, device, batch_size, resamples, progress, cancel)
+        result = evaluate_segmentation(path, package, device, resamples, progress, cancel)
     else:
         if "positive_label" not in package.card:
             raise InputError(f"model {package.name} is not a slice classifier; {kind} data needs one")

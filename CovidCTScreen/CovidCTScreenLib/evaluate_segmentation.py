@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from .datasets import read_image, read_lesion_mask, segmentation_pairs
-from .errors import InputError
+from .errors import Cancelled, InputError
 from .metrics import bootstrap_cis, overlap_metrics
 
 CLASSES = {"ggo": (1,), "consolidation": (2,), "infection": (1, 2, 3)}  # 3: a 0/255 mask (type unknown)
@@ -60,15 +60,16 @@ def _nanmean(values: np.ndarray) -> float:
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
-def evaluate_segmentation(path: Path, package, device: str, batch_size: int | None, resamples: int,
+def evaluate_segmentation(path: Path, package, device: str, resamples: int,
                           progress: Callable[[str, float], None] | None, cancel: Callable[[], bool] | None):
     """Segment every image of ``path/images`` with the lesion model ``package`` and score it against ``masks/``."""
     from .evaluate import Evaluation
 
-    if not str(package.card.get("task", "")).startswith("lesion segmentation"):
+    if package.card.get("task") != "lesion-segmentation":
         raise InputError(f"model {package.name} is a slice classifier; images/ + masks/ data needs a lesion "
                          f"segmentation model")
-    from .lesion_seg import segment_images
+    from .inference import select_device
+    from .lesion_seg import load_lesion_model, predict_image
 
     pairs = segmentation_pairs(path)
     images = [read_image(i) for i, _ in pairs]
@@ -76,8 +77,15 @@ def evaluate_segmentation(path: Path, package, device: str, batch_size: int | No
     for (image_path, _), image, truth in zip(pairs, images, truths):
         if image.shape[:2] != truth.shape:
             raise InputError(f"{image_path.name}: image {image.shape[:2]} and mask {truth.shape} differ in size")
-    preds, device_used = segment_images(package, images, device, batch_size,
-                                        (lambda f: progress("inference", 0.9 * f)) if progress else None, cancel)
+    device_used = str(select_device(device))
+    model = load_lesion_model(package.path, device_used)
+    preds = []
+    for n, image in enumerate(images):
+        if cancel and cancel():
+            raise Cancelled("cancelled by the user")
+        preds.append(predict_image(model, image))
+        if progress:
+            progress("inference", 0.9 * (n + 1) / len(images))
     summary, per_image = segmentation_section(truths, preds, resamples)
     rows = []
     for (image_path, mask_path), scores in zip(pairs, per_image):

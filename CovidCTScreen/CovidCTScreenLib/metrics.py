@@ -1,4 +1,5 @@
-"""Classification metrics (numpy only): the one implementation used by training, model cards and tests."""
+"""Classification and overlap metrics (numpy only): the one implementation used by training, evaluation,
+model cards and tests."""
 
 from __future__ import annotations
 
@@ -120,17 +121,27 @@ def bootstrap_ci(labels: np.ndarray, scores: np.ndarray, metric=roc_auc, groups:
                          level)["m"]
 
 
-def overlap_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Dice, IoU, areas (pixels) and relative area error of two binary masks.
+def dice(pred: np.ndarray, target: np.ndarray) -> float:
+    """Dice overlap 2|A & B| / (|A| + |B|) of two binary masks of the same shape; NaN when both are empty."""
+    a, b = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * int((a & b).sum()) / total if total else float("nan")
 
-    Dice and IoU are NaN when both masks are empty (nothing to find, nothing found); the relative
-    area error is NaN when the truth is empty.
-    """
-    t = np.asarray(truth).astype(bool)
-    p = np.asarray(predicted).astype(bool)
-    inter, t_area, p_area = int((t & p).sum()), int(t.sum()), int(p.sum())
-    union = t_area + p_area - inter
-    return {"dice": 2 * inter / (t_area + p_area) if union else float("nan"),
-            "iou": inter / union if union else float("nan"),
-            "true_area": t_area, "predicted_area": p_area,
-            "area_error": (p_area - t_area) / t_area if t_area else float("nan")}
+
+def iou(pred: np.ndarray, target: np.ndarray) -> float:
+    """Intersection over union (Jaccard) of two binary masks of the same shape; NaN when both are empty."""
+    a, b = np.asarray(pred, dtype=bool), np.asarray(target, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else float("nan")
+
+
+def overlap_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Dice, IoU, areas (pixels) and relative area error of two binary masks (Dice and IoU NaN when both are
+    empty; the relative area error NaN when the truth is empty)."""
+    t_area, p_area = int(np.count_nonzero(truth)), int(np.count_nonzero(predicted))
+    return {"dice": dice(predicted, truth), "iou": iou(predicted, truth), "true_area": t_area,
+            "predicted_area": p_area, "area_error": (p_area - t_area) / t_area if t_area else float("nan")}

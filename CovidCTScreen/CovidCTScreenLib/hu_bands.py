@@ -1,0 +1,144 @@
+"""Training-free lesion extent from Hounsfield bands inside the lung mask (as SlicerLungCTAnalyzer does).
+
+Bands (HU, lower edge included, upper edge excluded):
+- ground-glass opacity (GGO) ``GGO_HU`` = -750 .. -300 (partly aerated lung);
+- consolidation ``CONSOLIDATION_HU`` = -300 .. +50 (airless lung; above +50 is contrast-enhanced vessel,
+  calcification or bone and is not counted).
+
+Steps, each slice in-plane (so volumes and single slices take the same path):
+1. noise: a 3 x 3 median filter on the HU slice;
+2. partial-volume rim: each lung is eroded by ``RIM_MM`` (disc); only the eroded lung is measured, so the
+   chest-wall / mediastinum border (whose mixed voxels fall in both bands) does not count as lesion. Lesion
+   touching the pleura loses the same rim;
+3. vessels (and airway walls): dense tissue (>= -300 HU) that disappears under a morphological opening with a
+   disc of diameter ``VESSEL_MAX_DIAMETER_MM`` is thin, i.e. a vessel seen along its length or in cross-section
+   (the size rule); it is grown by ``VESSEL_HALO_MM`` to take its partial-volume halo (which sits in the GGO
+   band) and excluded from both bands. Consolidation patches wider than that diameter survive the opening.
+   A Hessian ridge filter was not used here because it also fires along the border of every consolidation
+   patch; it is used for the thin streaks in ``fibrosis.py``. Consolidation foci narrower than
+   ``VESSEL_MAX_DIAMETER_MM`` count as vessels, and hilar vessels wider than it count as consolidation;
+4. extent per slice and per lung: mL = voxels x voxel volume, % = of the measured (eroded) lung volume.
+
+Not a diagnosis: dependent (gravity) density, expiration, motion and beam hardening also raise lung HU into
+the GGO band, and the bands cannot tell infection from atelectasis, oedema, fibrosis or tumour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+GGO_HU = (-750.0, -300.0)
+CONSOLIDATION_HU = (-300.0, 50.0)
+RIM_MM = 2.0
+VESSEL_MAX_DIAMETER_MM = 7.0
+VESSEL_HALO_MM = 1.0
+MEDIAN_PX = 3
+NONE, GGO, CONSOLIDATION = 0, 1, 2
+SIDES = {1: "right", 2: "left"}
+
+
+@dataclass
+class BandResult:
+    labels: np.ndarray  # (z, y, x) uint8: 0 none, 1 GGO, 2 consolidation (input shape, 2D for a 2D input)
+    vessels: np.ndarray  # bool: thin dense structures (with halo) left out of both bands
+    measured: np.ndarray  # bool: the eroded lung that was measured
+    per_slice: list[dict]  # one row per slice with lung: {"slice": k, "right": {...}, "left": {...}, "both": {...}}
+    totals: dict  # {"right": {...}, "left": {...}, "both": {...}}: lung_ml, measured_ml, ggo/consolidation mL and %
+    parameters: dict = field(default_factory=dict)
+
+
+def disc(radius_px: int) -> np.ndarray:
+    """Boolean disc of the given radius in pixels (radius 0 = single pixel)."""
+    r = max(int(radius_px), 0)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return xx * xx + yy * yy <= r * r + r  # + r: the usual digital disc (no single-pixel spikes)
+
+
+def _radius_px(mm: float, spacing) -> int:
+    return round(mm / min(spacing[0], spacing[1]))
+
+
+def _as_3d(hu: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    hu, lungs = np.asarray(hu), np.asarray(getattr(lungs, "labels", lungs))
+    squeeze = hu.ndim == 2
+    if squeeze:
+        hu, lungs = hu[None], lungs[None]
+    if hu.ndim != 3 or hu.shape != lungs.shape:
+        raise ValueError(f"HU array {hu.shape} and lung labels {lungs.shape} must be the same (z, y, x) or (y, x)")
+    return hu, lungs, squeeze
+
+
+def _extent(ggo: int, cons: int, lung: int, measured: int, voxel_ml: float) -> dict:
+    def pct(n):
+        return 100.0 * n / measured if measured else 0.0
+
+    return {"lung_ml": lung * voxel_ml, "measured_ml": measured * voxel_ml,
+            "ggo_ml": ggo * voxel_ml, "consolidation_ml": cons * voxel_ml,
+            "ggo_pct": pct(ggo), "consolidation_pct": pct(cons), "lesion_pct": pct(ggo + cons)}
+
+
+def thin_dense(hu2d: np.ndarray, region: np.ndarray, spacing, min_hu: float = CONSOLIDATION_HU[0],
+               max_diameter_mm: float = VESSEL_MAX_DIAMETER_MM) -> np.ndarray:
+    """Dense pixels (>= ``min_hu``) in ``region`` removed by an opening with a disc of ``max_diameter_mm``."""
+    dense = (hu2d >= min_hu) & region
+    if not dense.any():
+        return dense
+    r = max(1, round(max_diameter_mm / 2.0 / min(spacing[0], spacing[1])))
+    padded = np.pad(dense, r + 1)
+    opened = ndimage.binary_opening(padded, disc(r))[r + 1:-(r + 1), r + 1:-(r + 1)]
+    return dense & ~opened
+
+
+def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -> BandResult:
+    """GGO / consolidation extent from HU bands in each lung of a (z, y, x) volume or a (y, x) slice.
+
+    ``lungs``: a ``lung_mask.LungMask`` or its labels (1 right, 2 left); a boolean mask is reported as
+    "both" only. ``spacing``: (x, y, z) mm; for a single slice z is the slice thickness (mL need it).
+    """
+    if len(spacing) != 3:
+        raise ValueError("spacing must be (x, y, z) mm; for a single slice give its thickness as z")
+    boolean = np.asarray(getattr(lungs, "labels", lungs)).dtype == bool
+    hu3, lab3, squeeze = _as_3d(hu, lungs)
+    lab3 = lab3.astype(np.uint8)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    rim, halo = disc(_radius_px(RIM_MM, spacing)), disc(max(1, _radius_px(VESSEL_HALO_MM, spacing)))
+    labels = np.zeros(hu3.shape, np.uint8)
+    vessels = np.zeros(hu3.shape, bool)
+    measured = np.zeros(hu3.shape, bool)
+    sides = [] if boolean else [s for s in SIDES if (lab3 == s).any()]
+    per_slice = []
+    counts = {name: np.zeros(4, np.int64) for name in ["both", *(SIDES[s] for s in sides)]}
+    for k in np.flatnonzero(lab3.reshape(len(lab3), -1).any(axis=1)):
+        lung = lab3[k] > 0
+        rows, cols = (np.flatnonzero(lung.any(axis=a)) for a in (1, 0))
+        pad = max(rim.shape[0], 8)
+        box = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
+        h = ndimage.median_filter(hu3[k][box], size=MEDIAN_PX, mode="nearest")
+        lab = lab3[k][box]
+        meas = np.zeros(lab.shape, bool)
+        for s in (np.unique(lab[lab > 0])):
+            meas |= ndimage.binary_erosion(lab == s, rim)
+        ves = thin_dense(h, lung[box] & meas, spacing)
+        ves = ndimage.binary_dilation(ves, halo) & meas
+        keep = meas & ~ves
+        ggo = keep & (h >= GGO_HU[0]) & (h < GGO_HU[1])
+        cons = keep & (h >= CONSOLIDATION_HU[0]) & (h < CONSOLIDATION_HU[1])
+        labels[k][box][ggo] = GGO
+        labels[k][box][cons] = CONSOLIDATION
+        vessels[k][box], measured[k][box] = ves, meas
+        row = {"slice": int(k)}
+        for name, sel in [("both", lab > 0)] + [(SIDES[s], lab == s) for s in sides]:
+            c = np.array([(ggo & sel).sum(), (cons & sel).sum(), sel.sum(), (meas & sel).sum()])
+            counts[name] += c
+            row[name] = _extent(*c.tolist(), voxel_ml)
+        per_slice.append(row)
+    totals = {name: _extent(*c.tolist(), voxel_ml) for name, c in counts.items()}
+    params = {"ggo_hu": GGO_HU, "consolidation_hu": CONSOLIDATION_HU, "rim_mm": RIM_MM,
+              "vessel_max_diameter_mm": VESSEL_MAX_DIAMETER_MM, "vessel_halo_mm": VESSEL_HALO_MM,
+              "median_px": MEDIAN_PX, "spacing": tuple(float(s) for s in spacing)}
+    if squeeze:
+        labels, vessels, measured = labels[0], vessels[0], measured[0]
+    return BandResult(labels, vessels, measured, per_slice, totals, params)
