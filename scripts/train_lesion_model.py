@@ -26,6 +26,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-minutes", type=float, default=30.0)
+    ap.add_argument("--stop-epoch", type=int, default=0,
+                    help="run only the first N epochs of the --epochs schedule (reproduces a time-limited run)")
     ap.add_argument("--out", type=Path, default=REPO / "Resources" / "Models" / "covidct-lesion-unet-v1")
     ap.add_argument("--runs", type=Path, default=REPO / "runs")
     args = ap.parse_args(argv)
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
                                                     split_by_slice, train)
 
     config = LesionConfig(size=args.size, epochs=args.epochs, seed=args.seed, threads=args.threads,
-                          max_minutes=args.max_minutes)
+                          max_minutes=args.max_minutes, stop_epoch=args.stop_epoch)
     run_dir = args.runs / time.strftime("lesion-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(run_dir / "log.txt", "w")
@@ -98,7 +100,8 @@ def main(argv=None) -> int:
             "hardware": f"CPU ({platform.processor() or platform.machine()}), {config.threads} threads, torch "
                         f"{torch.__version__}",
             "history": result["history"],
-            "command": "nice -n 10 python scripts/train_lesion_model.py " + " ".join(argv or sys.argv[1:]),
+            "command": (f"nice -n 10 python scripts/train_lesion_model.py --epochs {config.epochs} --size {config.size} "
+                        f"--seed {config.seed} --stop-epoch {result['epochs_run']}"),
         },
         "validation": {
             "slices": [s.name for s in val_slices],
@@ -113,11 +116,16 @@ def main(argv=None) -> int:
             "measured with labels (no HU lesion masks exist here).",
             "Validation: 10 slices split by slice, no patient grouping; the numbers are a sanity check, not a "
             "performance claim.",
-            "2D, slice by slice; no pleural effusion, fibrosis or other-pneumonia class. Output is kept inside the "
-            "lung mask.",
+            "2D, slice by slice; no pleural effusion, fibrosis or other-pneumonia class. On HU input the output is "
+            "kept inside the lung mask.",
             "Research use only; not for clinical diagnosis.",
         ],
     }
+    if result["epochs_run"] < config.epochs:
+        card["training"]["config"]["stop_epoch"] = result["epochs_run"]
+        card["training"]["stopped"] = (f"the run stopped after epoch {result['epochs_run']} of the {config.epochs}-epoch "
+                                       f"cosine schedule at its {config.max_minutes:.0f}-minute limit; --stop-epoch "
+                                       f"{result['epochs_run']} reproduces it")
     package = save_package(args.out, state, card)
     (package.path / "MODEL_CARD.md").write_text(render_model_card(package.card))
     size_mb = (package.path / "weights.safetensors").stat().st_size / 1e6
