@@ -36,7 +36,7 @@ LESION_CMAP = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.0, 0.55), (1.0, 0.1, 0
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if x != x else f"{x:.2f}"
+    return "n/a" if np.isnan(x) else f"{x:.2f}"
 
 
 def _panel(ax, img, title, overlay=None, cmap=None, contour=None):
@@ -47,6 +47,11 @@ def _panel(ax, img, title, overlay=None, cmap=None, contour=None):
         ax.contour(contour, [0.5], colors="deepskyblue", linewidths=0.6)
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
+
+
+def _percent_of(region: np.ndarray):
+    n = int(region.sum())
+    return lambda a: 100.0 * int((a & region).sum()) / n if n else float("nan")
 
 
 def main() -> None:
@@ -63,10 +68,7 @@ def main() -> None:
         net = predict_hu(model, hu[0], mask.lungs[0])
         streaks = detect_streaks(hu[0], mask.labels[0], spacing)
         measured = band.measured
-        n = int(measured.sum())
-
-        def pct(a):
-            return 100.0 * int((a & measured).sum()) / n if n else float("nan")
+        pct = _percent_of(measured)
 
         row = {"slice": path.stem.split("_")[0], "lung_cm2": mask.lungs[0].sum() * spacing[0] * spacing[1] / 100,
                "hu_ggo": pct(band.labels == 1), "hu_cons": pct(band.labels == 2),

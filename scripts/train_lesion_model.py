@@ -1,6 +1,6 @@
 """Train the GGO / consolidation UNet on Inf-Net, report per-class Dice on the held-out slices, export the package.
 
-Run (CPU, about 15 min on 2 cores):
+Run (CPU: 30 min for 57 epochs on 2 shared cores; the shipped package's card has the exact command):
     nice -n 10 python scripts/train_lesion_model.py [--data ../shared/data] [--epochs 120]
 Writes the run log and last-epoch state under runs/lesion-<time>/ (git-ignored) and the package
 Resources/Models/covidct-lesion-unet-v1/ (model.json, weights.safetensors, MODEL_CARD.md).
@@ -42,12 +42,10 @@ def main(argv=None) -> int:
                           max_minutes=args.max_minutes, stop_epoch=args.stop_epoch)
     run_dir = args.runs / time.strftime("lesion-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_file = open(run_dir / "log.txt", "w")
-
     def log(msg: str) -> None:
         print(msg, flush=True)
-        log_file.write(msg + "\n")
-        log_file.flush()
+        with open(run_dir / "log.txt", "a") as f:
+            f.write(msg + "\n")
 
     slices = load_multiclass(args.data / "infnet-semiseg")
     train_slices, val_slices = split_by_slice(slices, config.n_val, config.seed)
@@ -111,13 +109,13 @@ def main(argv=None) -> int:
                      "computed with CovidCTScreenLib.metrics.dice."),
         },
         "limits": [
-            "Trained on 40 slices of 8-bit display images (already windowed by the dataset authors), not on HU. On "
-            "real HU CT the input is windowed -1100..100 HU and cropped to the lung box; that domain gap is not "
-            "measured with labels (no HU lesion masks exist here).",
-            "Validation: 10 slices split by slice, no patient grouping; the numbers are a sanity check, not a "
-            "performance claim.",
-            "2D, slice by slice; no pleural effusion, fibrosis or other-pneumonia class. On HU input the output is "
-            "kept inside the lung mask.",
+            (f"Trained on {len(train_slices)} slices of 8-bit display images (already windowed by the dataset "
+             "authors), not on HU. On real HU CT the input is windowed -1100..100 HU and cropped to the lung box; "
+             "that domain gap is not measured with labels (no HU lesion masks exist here)."),
+            (f"Validation: {len(val_slices)} slices split by slice, no patient grouping; the numbers are a sanity "
+             "check, not a performance claim."),
+            ("2D, slice by slice; no pleural effusion, fibrosis or other-pneumonia class. On HU input the output is "
+             "kept inside the lung mask."),
             "Research use only; not for clinical diagnosis.",
         ],
     }
