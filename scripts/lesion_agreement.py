@@ -24,10 +24,10 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from CovidCTScreenLib.fibrosis import LIMITS as STREAK_LIMITS  # noqa: E402
 from CovidCTScreenLib.fibrosis import detect_streaks  # noqa: E402
 from CovidCTScreenLib.hu_bands import hu_band_extent  # noqa: E402
-from CovidCTScreenLib.lesion_seg import load_lesion_model, predict_hu  # noqa: E402
+from CovidCTScreenLib.lesion_seg import labels_at, load_lesion_model, predict_hu, predict_probabilities  # noqa: E402
 from CovidCTScreenLib.lung_mask import lung_mask  # noqa: E402
 from CovidCTScreenLib.metrics import dice  # noqa: E402
-from CovidCTScreenLib.preprocess import lung_box, window_hu  # noqa: E402
+from CovidCTScreenLib.preprocess import lung_box, prepare_hu_slice, window_hu  # noqa: E402
 from CovidCTScreenLib.volume_io import read_dicom_slice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ LESION_CMAP = ListedColormap([(0, 0, 0, 0), (1.0, 0.85, 0.0, 0.55), (1.0, 0.1, 0
 
 
 def _fmt(x: float) -> str:
-    return "n/a" if x != x else f"{x:.2f}"
+    return "n/a" if np.isnan(x) else f"{x:.2f}"
 
 
 def _panel(ax, img, title, overlay=None, cmap=None, contour=None):
@@ -47,6 +47,21 @@ def _panel(ax, img, title, overlay=None, cmap=None, contour=None):
         ax.contour(contour, [0.5], colors="deepskyblue", linewidths=0.6)
     ax.set_title(title, fontsize=8)
     ax.set_axis_off()
+
+
+def _percent_of(region: np.ndarray):
+    n = int(region.sum())
+    return lambda a: 100.0 * int((a & region).sum()) / n if n else float("nan")
+
+
+def _body_crop_labels(model, hu2d: np.ndarray, body2d: np.ndarray, lungs2d: np.ndarray) -> np.ndarray:
+    """UNet labels when the slice is framed like Inf-Net's images (cropped to the body, not the lung box):
+    a sensitivity check of the learned extent to the framing, not the shipped inference path."""
+    rows, cols = lung_box(body2d, 0.0)
+    prob = predict_probabilities(model, prepare_hu_slice(hu2d, (rows, cols), model.size, model.window)[None])[0]
+    out = np.zeros(hu2d.shape, np.uint8)
+    out[rows, cols] = labels_at(prob, (rows.stop - rows.start, cols.stop - cols.start))
+    return np.where(lungs2d, out, 0)
 
 
 def main() -> None:
@@ -63,10 +78,7 @@ def main() -> None:
         net = predict_hu(model, hu[0], mask.lungs[0])
         streaks = detect_streaks(hu[0], mask.labels[0], spacing)
         measured = band.measured
-        n = int(measured.sum())
-
-        def pct(a):
-            return 100.0 * int((a & measured).sum()) / n if n else float("nan")
+        pct = _percent_of(measured)
 
         row = {"slice": path.stem.split("_")[0], "lung_cm2": mask.lungs[0].sum() * spacing[0] * spacing[1] / 100,
                "hu_ggo": pct(band.labels == 1), "hu_cons": pct(band.labels == 2),
@@ -74,7 +86,8 @@ def main() -> None:
                "dice_lesion": dice((band.labels > 0) & measured, (net > 0) & measured),
                "dice_ggo": dice((band.labels == 1) & measured, (net == 1) & measured),
                "dice_cons": dice((band.labels == 2) & measured, (net == 2) & measured),
-               "streaks": sum(r["count"] for r in streaks.per_slice)}
+               "streaks": sum(r["count"] for r in streaks.per_slice),
+               "net_body": pct(_body_crop_labels(model, hu[0], mask.body[0], mask.lungs[0]) > 0)}
         rows.append(row)
 
         box = lung_box(mask.lungs[0], 0.15) or (slice(None), slice(None))
@@ -97,12 +110,12 @@ def main() -> None:
         plt.close(fig)
 
     head = ("| slice | lung cm2 | HU GGO % | HU cons % | UNet GGO % | UNet cons % | Dice lesion | Dice GGO | "
-            "Dice cons | streaks |")
-    lines = [head, "|" + "---|" * 10]
+            "Dice cons | streaks | UNet lesion % if body-cropped |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(f"| {r['slice']} | {r['lung_cm2']:.0f} | {r['hu_ggo']:.1f} | {r['hu_cons']:.1f} | "
                      f"{r['net_ggo']:.1f} | {r['net_cons']:.1f} | {_fmt(r['dice_lesion'])} | {_fmt(r['dice_ggo'])} | "
-                     f"{_fmt(r['dice_cons'])} | {r['streaks']} |")
+                     f"{_fmt(r['dice_cons'])} | {r['streaks']} | {r['net_body']:.1f} |")
     table = "\n".join(lines)
     print(table)
     (DOCS / "lesions_agreement.md").write_text(
@@ -112,6 +125,9 @@ def main() -> None:
         "Percentages are of the measured lung (lung mask eroded by the HU-band rim); Dice compares the two "
         "methods' masks there. No reference masks exist for these slices: this is agreement, not accuracy.\n\n"
         f"{table}\n\n"
+        "Last column: the UNet's lesion % when the slice is cropped to the body (as Inf-Net's training images are "
+        "framed) instead of the lung box used by `lesion_seg.predict_hu`. The learned extent depends strongly on "
+        "this framing, so it is not a stable measurement on HU input yet.\n\n"
         "Overlays: `docs/lesions_<slice>.png`. Streaks: " + STREAK_LIMITS + "\n")
     print(f"wrote {len(rows)} overlays docs/lesions_*.png and docs/lesions_agreement.md")
 

@@ -12,7 +12,8 @@ Per axial slice, inside the lung eroded by ``PLEURA_MARGIN_MM`` (the chest-wall 
    length (largest Feret diameter) >= ``MIN_LENGTH_MM``; mean width (area / length) <= ``MAX_WIDTH_MM``;
    elongation (major / minor axis) >= ``MIN_ELONGATION`` (round cross-sections of vessels fail here);
    straightness (Feret length / skeleton length) >= ``MIN_STRAIGHTNESS`` (branching vessel trees fail);
-   mean HU within ``MEAN_HU``;
+   mean HU within ``MEAN_HU``; and the candidate comes within ``PLEURA_CONTACT_MM`` of the lung border
+   (a parenchymal band usually reaches the pleura; vessels taper away from it);
 3. where the volume allows (>= 3 slices, slice spacing <= ``MAX_Z_SPACING_MM``), candidates that are
    tubes in 3D are dropped: vessels are tubes that continue across slices, whereas a parenchymal band is
    sheet-like and shows as a line at nearly the same place in neighbouring slices. The test uses the 3D
@@ -42,13 +43,14 @@ MAX_WIDTH_MM = 3.0
 MIN_ELONGATION = 4.0
 MIN_STRAIGHTNESS = 0.8
 MEAN_HU = (-650.0, 100.0)
+PLEURA_CONTACT_MM = 5.0
 MAX_Z_SPACING_MM = 3.0
 SIGMA_3D_MM = 1.5
 TUBE_RATIO = 0.5
 
 LIMITS = (
     "Possible fibrotic streaks are found by a hand-written rule (Hessian ridge filter, then length, width, "
-    "elongation, straightness and HU limits), not by a trained model. No pixel labels for fibrotic streaks "
+    "elongation, straightness, HU and pleural-contact limits), not by a trained model. No pixel labels for fibrotic streaks "
     "exist here: the detector is heuristic and unvalidated, and its counts are not a diagnosis. In-plane "
     "vessels, bronchial walls, fissures, septal lines and plate atelectasis also look like thin straight "
     "lines; on thick slices or single slices vessels cannot be told apart through the neighbouring slices. "
@@ -114,7 +116,8 @@ def detect_streaks(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
     sigmas = [s / px for s in SIGMAS_MM]
     mask = np.zeros(hu3.shape, bool)
     per_slice, candidates = [], []
-    rejected = {"short": 0, "wide": 0, "round": 0, "curved_or_branching": 0, "hu_band": 0, "tube_in_3d": 0}
+    rejected = {"short": 0, "wide": 0, "round": 0, "curved_or_branching": 0, "hu_band": 0, "away_from_pleura": 0,
+                "tube_in_3d": 0}
     for k in np.flatnonzero(lungs3.reshape(len(lungs3), -1).any(axis=1)):
         region = ndimage.binary_erosion(np.pad(lungs3[k], 1), margin)[1:-1, 1:-1]
         if not region.any():
@@ -123,6 +126,8 @@ def detect_streaks(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
         pad = int(np.ceil(4 * max(sigmas))) + 2
         box = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
         h = np.clip(hu3[k][box], *CLIP_HU)
+        depth_mm = ndimage.distance_transform_edt(np.pad(lungs3[k][box], 1), sampling=(spacing[1], spacing[0]))
+        depth_mm = depth_mm[1:-1, 1:-1]  # distance to the lung border; outside the array counts as outside
         ridge = sato(h, sigmas=sigmas, black_ridges=False, mode="reflect")
         cand = (ridge >= RIDGE_MIN) & (h >= LINE_MIN_HU) & region[box]
         comps, _ = ndimage.label(cand, np.ones((3, 3), bool))
@@ -149,8 +154,12 @@ def detect_streaks(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
             if not MEAN_HU[0] <= p.intensity_mean <= MEAN_HU[1]:
                 rejected["hu_band"] += 1
                 continue
+            pixels = comps == p.label
+            if depth_mm[pixels].min() > PLEURA_CONTACT_MM:
+                rejected["away_from_pleura"] += 1
+                continue
             full = np.zeros(hu3.shape[1:], bool)
-            full[box][comps == p.label] = True
+            full[box][pixels] = True
             tube = _hessian_tube_ratio(hu3, k, full, spacing) if use_3d else None
             if tube is not None and tube >= TUBE_RATIO:
                 rejected["tube_in_3d"] += 1
@@ -169,5 +178,6 @@ def detect_streaks(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
     params = {"sigmas_mm": SIGMAS_MM, "ridge_min": RIDGE_MIN, "line_min_hu": LINE_MIN_HU,
               "pleura_margin_mm": PLEURA_MARGIN_MM, "min_length_mm": MIN_LENGTH_MM, "max_width_mm": MAX_WIDTH_MM,
               "min_elongation": MIN_ELONGATION, "min_straightness": MIN_STRAIGHTNESS, "mean_hu": MEAN_HU,
+              "pleura_contact_mm": PLEURA_CONTACT_MM,
               "tube_test_3d": use_3d, "tube_ratio": TUBE_RATIO}
     return StreakResult(mask[0] if squeeze else mask, per_slice, candidates, rejected, LIMITS, params)

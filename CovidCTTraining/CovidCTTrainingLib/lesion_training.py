@@ -55,6 +55,7 @@ class LesionConfig:
     seed: int = 0
     threads: int = 2
     max_minutes: float = 30.0  # safety stop; the card records the epochs actually run
+    stop_epoch: int = 0  # > 0: run only the first ``stop_epoch`` epochs of the ``epochs``-long schedule
     log_every: int = 10
 
     def network_spec(self) -> dict:
@@ -192,6 +193,8 @@ def train(train_slices: list[Slice], val_slices: list[Slice], config: LesionConf
             entry.update({f"val_dice_{k}": round(v["dice_pooled"], 4) for k, v in scores.items()})
         history.append(entry)
         log(" ".join(f"{k}={v}" for k, v in entry.items()))
+        if config.stop_epoch and epoch >= config.stop_epoch:
+            break
         if time.time() - t0 > config.max_minutes * 60:
             log(f"stopping after epoch {epoch}: time limit {config.max_minutes} min reached")
             break
@@ -233,7 +236,7 @@ def render_model_card(card: dict) -> str:
 
 ## Training
 - {t['method']}
-- {t['epochs_run']} epochs, {t['seconds'] / 60:.1f} min on {t['hardware']}; seed {t['config']['seed']}
+- {t['epochs_run']} epochs, {t['seconds'] / 60:.1f} min on {t['hardware']}; seed {t['config']['seed']}{("; " + t["stopped"]) if "stopped" in t else ""}
 - Reproduce: `{t['command']}`
 
 ## Validation (held-out Inf-Net slices, at each slice's own resolution, last-epoch weights)

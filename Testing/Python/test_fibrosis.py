@@ -16,22 +16,25 @@ def _segment_distance(y, x, a, b):
 
 
 def _phantom():
-    """Aerated lung with: a thin band (1.6 mm wide, 51 mm long, -100 HU) lying in slices 9-15 as a sheet;
-    a round blob (r 4 mm, +30 HU); a vessel-like tube (r 1.5 mm, +40 HU) that climbs through the slices
-    at a shallow angle, so each slice shows a thin straight segment of it."""
+    """Aerated lung with: a thin band (1.6 mm wide, about 50 mm long, -100 HU) reaching the pleura, lying in
+    slices 9-15 as a sheet; the same band away from the pleura in slices 18-20; a round blob (r 4 mm, +30 HU);
+    a vessel-like tube (r 1.5 mm, +40 HU) that climbs through the slices at a shallow angle to the pleura,
+    so each slice shows a thin straight segment of it."""
     z, y, x = np.mgrid[0:24, 0:160, 0:160]
     hu = (-860 + np.random.default_rng(0).normal(0, 20, z.shape)).astype(np.float32)
     lungs = np.zeros(z.shape, bool)
     lungs[:, 10:150, 10:150] = True
-    band = (_segment_distance(y, x, (40, 30), (60, 100)) * 0.7 < 0.8) & (z >= 9) & (z <= 15)
+    line = _segment_distance(y, x, (40, 12), (60, 82)) * 0.7 < 0.8
+    band = line & (z >= 9) & (z <= 15)
+    inner = (_segment_distance(y, x, (40, 45), (60, 115)) * 0.7 < 0.8) & (z >= 18) & (z <= 20)
     blob = (np.hypot(y - 110, x - 50) * 0.7 < 4) & (abs(z - 12) < 4)
-    tube = (np.hypot(z - (4 + 0.084 * (x - 30)), (y - 125) * 0.7) < 1.5) & (x > 30) & (x < 140)
-    hu[band], hu[blob], hu[tube] = -100.0, 30.0, 40.0
-    return hu, lungs, band, blob, tube
+    tube = (np.hypot(z - (4 + 0.084 * (x - 30)), (y - 125) * 0.7) < 1.5) & (x > 30)
+    hu[band | inner], hu[blob], hu[tube] = -100.0, 30.0, 40.0
+    return hu, lungs, band, blob, tube, inner
 
 
 def test_band_found_blob_and_tube_rejected_in_3d():
-    hu, lungs, band, blob, tube = _phantom()
+    hu, lungs, band, blob, tube, inner = _phantom()
     res = detect_streaks(hu, lungs, SPACING)
     assert res.mask.shape == hu.shape
     assert {row["slice"] for row in res.per_slice} == set(range(9, 16))
@@ -40,12 +43,13 @@ def test_band_found_blob_and_tube_rejected_in_3d():
     assert (res.mask & band).sum() > 0.8 * band.sum()
     assert not (res.mask & blob).any()
     assert not (res.mask & tube).any()
-    assert res.rejected["tube_in_3d"] > 0 and res.rejected["round"] > 0
+    assert not (res.mask & inner).any()
+    assert res.rejected["tube_in_3d"] > 0 and res.rejected["round"] > 0 and res.rejected["away_from_pleura"] > 0
     assert "heuristic and unvalidated" in res.limits
 
 
 def test_single_slice_finds_line_not_blob():
-    hu, lungs, band, blob, _ = _phantom()
+    hu, lungs, band, blob, _, _ = _phantom()
     res = detect_streaks(hu[12], lungs[12], SPACING)  # one slice: no 3D tube test
     assert res.mask.shape == hu[12].shape and res.parameters["tube_test_3d"] is False
     assert (res.mask & band[12]).sum() > 0.8 * band[12].sum()
