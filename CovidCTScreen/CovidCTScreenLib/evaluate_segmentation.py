@@ -132,6 +132,6 @@ def cases_png(result, path: Path) -> None:
                          fontsize=8)
             ax.axis("off")
     fig.suptitle("Worst (top) and best (bottom) cases; green GGO, red consolidation, yellow untyped", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path)
     plt.close(fig)

@@ -135,6 +135,27 @@ def test_val_split_reproduces_the_model_card(val_run):
     assert not list(out.parent.glob(".*partial*"))
 
 
+@pytest.mark.slow
+def test_lesion_model_card_dice_reproduces(tmp_path):
+    """The shipped lesion model on its own held-out Inf-Net slices: covidct-evaluate gives back the card's Dice."""
+    card = load_package("covidct-lesion-unet-v1").card
+    data = tmp_path / "held-out"
+    for sub, suffix in (("images", ".jpg"), ("masks", ".png")):
+        (data / sub).mkdir(parents=True)
+        for k in card["validation"]["slices"]:
+            (data / sub / f"{k}{suffix}").symlink_to(INFNET_MULTICLASS / sub / f"{k}{suffix}")
+    assert detect_data(data) == ("segmentation", data)
+    out = tmp_path / "out"
+    result = evaluate_to_folder(data, out, model="covidct-lesion-unet-v1", device="cpu", resamples=200)
+    scores = card["validation"]["scores"]
+    for ours, theirs in (("ggo", "ggo"), ("consolidation", "consolidation"), ("infection", "lesion")):
+        r = result.document["results"][ours]
+        assert r["pooled_dice"] == pytest.approx(scores[theirs]["dice_pooled"], abs=1e-9)
+        assert r["dice"]["value"] == pytest.approx(scores[theirs]["dice_mean_per_slice"], abs=1e-9)
+        assert r["dice"]["ci95"][0] <= r["dice"]["value"] <= r["dice"]["ci95"][1]
+    assert (out / "cases.png").read_bytes()[:4] == b"\x89PNG" and len(result.rows) == 10
+
+
 def test_class_folder_input_and_input_untouched(tmp_path):
     """A class-per-folder set (CT_COVID/, CT_NonCOVID/) is detected; images are each their own patient."""
     data = mini_class_folder(tmp_path / "set", 4)
