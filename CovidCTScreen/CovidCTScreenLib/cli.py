@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 64 on GPU, 16 on CPU)")
     p.add_argument("--no-heatmap", action="store_true", help="skip Grad-CAM (faster)")
+    p.add_argument("--no-lesions", action="store_true", help="skip the GGO / consolidation / streak measurement")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
                                   model=args.model, device=args.device, batch_size=args.batch_size,
-                                  heatmap=not args.no_heatmap)
+                                  heatmap=not args.no_heatmap, lesions=not args.no_lesions)
     except KeyboardInterrupt:
         print("\ncovidct-screen: cancelled; nothing was written", file=sys.stderr)
         return 130
@@ -53,6 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
     print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
+    if result.manifestations is not None:
+        m = result.manifestations.summary
+        for key, name in (("hu_bands", "HU bands"), ("learned", "lesion UNet")):
+            both = m[key]["per_lung"]["both"]
+            print(f"{name}: GGO {both['ggo_pct']:.1f} %, consolidation {both['consolidation_pct']:.1f} % of the lung "
+                  f"({m[key]['dominant']})")
+        print(f"possible fibrotic streaks: {m['possible_fibrotic_streaks']['candidates']} candidates (heuristic, "
+              f"unvalidated)")
     check = result.model.card.get("hu_ct_check", {}).get("summary")
     if check:
         print(f"Caution: {check}")

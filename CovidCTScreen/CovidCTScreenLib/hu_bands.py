@@ -71,7 +71,8 @@ def _as_3d(hu: np.ndarray, lungs: np.ndarray) -> tuple[np.ndarray, np.ndarray, b
     return hu, lungs, squeeze
 
 
-def _extent(ggo: int, cons: int, lung: int, measured: int, voxel_ml: float) -> dict:
+def extent(ggo: int, cons: int, lung: int, measured: int, voxel_ml: float) -> dict:
+    """mL and % (of the measured lung) of GGO and consolidation voxel counts."""
     def pct(n):
         return 100.0 * n / measured if measured else 0.0
 
@@ -133,9 +134,9 @@ def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
         for name, sel in [("both", lab > 0)] + [(SIDES[s], lab == s) for s in sides]:
             c = np.array([(ggo & sel).sum(), (cons & sel).sum(), sel.sum(), (meas & sel).sum()])
             counts[name] += c
-            row[name] = _extent(*c.tolist(), voxel_ml)
+            row[name] = extent(*c.tolist(), voxel_ml)
         per_slice.append(row)
-    totals = {name: _extent(*c.tolist(), voxel_ml) for name, c in counts.items()}
+    totals = {name: extent(*c.tolist(), voxel_ml) for name, c in counts.items()}
     params = {"ggo_hu": GGO_HU, "consolidation_hu": CONSOLIDATION_HU, "rim_mm": RIM_MM,
               "vessel_max_diameter_mm": VESSEL_MAX_DIAMETER_MM, "vessel_halo_mm": VESSEL_HALO_MM,
               "median_px": MEDIAN_PX, "spacing": tuple(float(s) for s in spacing)}

@@ -12,12 +12,13 @@ import numpy as np
 
 from .errors import Cancelled
 from .lung_mask import LungMask, lung_mask
+from .manifestations import Manifestations
 from .model_package import ModelPackage, load_package
 from .verdict import Verdict, study_verdict
 from .volume_io import CTVolume, load_ct, validate_ct
 
 # Progress stages and the share of the run each one ends at.
-STAGES = {"load": 0.05, "lung mask": 0.25, "inference": 0.45, "grad-cam": 0.95, "report": 1.0}
+STAGES = {"load": 0.05, "lung mask": 0.2, "inference": 0.35, "grad-cam": 0.7, "lesions": 0.95, "report": 1.0}
 Progress = Callable[[str, float], None]
 
 
@@ -31,6 +32,7 @@ class ScreenResult:
     heatmap: np.ndarray | None  # (z, y, x) float32 in [0, 1], CT grid
     verdict: Verdict
     device: str
+    manifestations: Manifestations | None = None  # GGO / consolidation extent and streak candidates
     timings: dict = field(default_factory=dict)
 
     @property
@@ -54,9 +56,10 @@ def _stage_reporter(progress: Progress | None, stage: str) -> Callable[[float], 
 
 
 def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | ModelPackage | None = None,
-           device: str = "auto", batch_size: int | None = None, heatmap: bool = True,
+           device: str = "auto", batch_size: int | None = None, heatmap: bool = True, lesions: bool = True,
            progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> ScreenResult:
-    """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``."""
+    """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``.
+    ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``)."""
     from .explain import gradcam_maps, to_volume
     from .inference import calibrated_probabilities, lung_slices, select_device
     from .networks import gradcam_layer
@@ -104,9 +107,18 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
         heat = to_volume(maps, pos, slices.indices, slices.box, volume.shape, mask.lungs)
         timings["gradcam_s"] = time.perf_counter() - t
     _stage_reporter(progress, "grad-cam")(1.0)
+    check_cancel()
+    found = None
+    if lesions:
+        from .manifestations import measure
+
+        t = time.perf_counter()
+        found = measure(volume, mask, device=str(dev), progress=_stage_reporter(progress, "lesions"))
+        timings["lesions_s"] = time.perf_counter() - t
+    _stage_reporter(progress, "lesions")(1.0)
     return ScreenResult(volume=volume, mask=mask, model=package, slice_indices=slices.indices,
                         probabilities=probabilities, heatmap=heat, verdict=verdict, device=str(dev),
-                        timings=timings)
+                        manifestations=found, timings=timings)
 
 
 def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,

@@ -19,7 +19,7 @@ from .output_folder import atomic_folder
 from .preprocess import window_hu
 
 SCHEMA = "covidctscreen.report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: manifestations (GGO / consolidation extent, possible fibrotic streaks)
 CLASS_DISPLAY = {"COVID": "COVID-19", "NonCOVID": "non-COVID-19"}
 
 
@@ -78,6 +78,8 @@ def build_report(result, files: dict) -> dict:
         "lungs": {"volume_ml": {k: round(v, 1) for k, v in result.lung_volume_ml.items()},
                   "lung_slices": int(len(result.slice_indices)), "slices_total": int(vol.shape[0]),
                   "method": "HU-based 3D mask (seed 002 recipe, see lung_mask.py); labels 1 right, 2 left"},
+        "manifestations": (result.manifestations.summary if result.manifestations is not None
+                            else {"not_assessed": "lesion measurement was switched off for this run"}),
         "slices": slices,
         "key_slices": [{**t, "png": f"key_slice_{t['slice']:03d}.png"} for t in verdict.top_slices],
         "files": files,
@@ -131,6 +133,33 @@ def overlay_png(result, k: int, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def lesions_png(result, k: int, path: Path) -> None:
+    """One axial slice: CT, HU-band lesions, learned lesions and possible fibrotic streaks side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vol, found = result.volume, result.manifestations
+    aspect = vol.spacing[1] / vol.spacing[0]
+    colours = np.array([[0, 0, 0, 0], [0.1, 0.9, 0.1, 0.5], [0.95, 0.1, 0.1, 0.5]])
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), dpi=90)
+    panels = [("CT (lung window)", None), ("HU bands", found.hu_bands[k]), ("lesion UNet", found.learned[k]),
+              ("possible fibrotic streaks", found.streaks[k].astype(np.uint8) * 2)]
+    for ax, (title, labels) in zip(axes, panels):
+        ax.imshow(window_hu(vol.hu[k]), cmap="gray", vmin=0, vmax=1, aspect=aspect)
+        if labels is not None:
+            ax.imshow(colours[labels], aspect=aspect)
+        ax.contour(result.mask.labels[k] > 0, levels=[0.5], colors="cyan", linewidths=0.6)
+        ax.set_title(title, fontsize=10)
+        ax.set_axis_off()
+    fig.suptitle(f"slice {k}: green GGO, red consolidation / streak candidate. Research use only - extent "
+                 f"figures are not validated on CT volumes", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def scores_png(result, path: Path) -> None:
     """COVID-19 probability against slice position, with the slice threshold."""
     import matplotlib
@@ -163,6 +192,16 @@ def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) ->
             files["heatmap"] = "heatmap.nrrd"
             _write_image(result, result.heatmap, tmp / files["heatmap"])
         scores_png(result, tmp / files["scores_plot"])
+        if result.manifestations is not None:
+            found = result.manifestations
+            files |= {"lesions_hu_bands": "lesions_hu_bands.nrrd", "lesions_learned": "lesions_learned.nrrd",
+                      "fibrotic_streak_candidates": "fibrotic_streak_candidates.nrrd"}
+            _write_image(result, found.hu_bands, tmp / files["lesions_hu_bands"])
+            _write_image(result, found.learned, tmp / files["lesions_learned"])
+            _write_image(result, found.streaks.astype(np.uint8), tmp / files["fibrotic_streak_candidates"])
+            k = int(np.argmax((found.hu_bands > 0).sum(axis=(1, 2)) + (found.learned > 0).sum(axis=(1, 2))))
+            files["lesions_plot"] = f"lesions_slice_{k:03d}.png"
+            lesions_png(result, k, tmp / files["lesions_plot"])
         for t in result.verdict.top_slices:
             k = t["slice"]
             overlay_png(result, k, tmp / f"key_slice_{k:03d}.png",

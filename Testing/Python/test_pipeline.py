@@ -61,7 +61,8 @@ def test_report_files_and_schema(report_dir):
 def test_outputs_align_with_input(report_dir):
     out, result = report_dir
     ct = sitk.ReadImage(str(SAMPLE_CT))
-    for name in ("lung_mask.nrrd", "heatmap.nrrd"):
+    for name in ("lung_mask.nrrd", "heatmap.nrrd", "lesions_hu_bands.nrrd", "lesions_learned.nrrd",
+                 "fibrotic_streak_candidates.nrrd"):
         img = sitk.ReadImage(str(out / name))
         assert img.GetSize() == ct.GetSize()
         assert np.allclose(img.GetSpacing(), ct.GetSpacing()) and np.allclose(img.GetOrigin(), ct.GetOrigin())
@@ -93,3 +94,25 @@ def test_cli_ok_and_refusals(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("covidct-screen: error:") and "slice" in errors[0]
     assert "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".bad*"))
+
+
+def test_manifestations_side_by_side(report_dir):
+    """GGO / consolidation extent by HU bands and by the lesion UNet, per lung, from the files written; possible
+    fibrotic streaks with their limits. The sample is a lung-cancer patient: figures are measured, not judged."""
+    out, result = report_dir
+    m = json.loads((out / "report.json").read_text())["manifestations"]
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lung_mask.nrrd")))
+    voxel_ml = float(np.prod(result.volume.spacing)) / 1000
+    for key, name in (("hu_bands", "lesions_hu_bands.nrrd"), ("learned", "lesions_learned.nrrd")):
+        lesions = sitk.GetArrayFromImage(sitk.ReadImage(str(out / name)))
+        assert set(np.unique(lesions)) <= {0, 1, 2} and not lesions[labels == 0].any()  # inside the lungs only
+        both = m[key]["per_lung"]["both"]
+        assert both["measured_ml"] <= both["lung_ml"] == pytest.approx(result.lung_volume_ml["total"], rel=1e-3)
+        right, left = m[key]["per_lung"]["right"], m[key]["per_lung"]["left"]
+        assert right["ggo_ml"] + left["ggo_ml"] == pytest.approx(both["ggo_ml"], abs=0.02)
+        assert both["ggo_ml"] <= (lesions == 1).sum() * voxel_ml + 0.01  # measured lung excludes the 2 mm rim
+        assert 0 <= both["ggo_pct"] <= 100 and 0 <= both["consolidation_pct"] <= 100
+        assert m[key]["dominant"] in ("ground-glass opacity", "consolidation", "none measurable")
+    assert len(m["per_slice_pct"]) > 0 and "heuristic" in m["possible_fibrotic_streaks"]["limits"].lower()
+    assert "not validated" in m["caution"]
+    assert any(n.startswith("lesions_slice_") for n in (p.name for p in out.iterdir()))

@@ -1,0 +1,95 @@
+"""COVID-19 manifestations of a screened CT: GGO and consolidation extent by two methods side by side
+(training-free HU bands, ``hu_bands``; the learned lesion UNet, ``lesion_seg``) and possible fibrotic streaks
+(``fibrosis``). Both extents are given per lung in mL and in % of the same measured lung (the lung mask less
+its 2 mm rim), so they can be compared directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .hu_bands import SIDES, extent, hu_band_extent
+
+GGO, CONSOLIDATION = 1, 2
+MEASURABLE_PCT = 1.0  # below this lesion % of the lung, no manifestation is called dominant
+NAMES = {GGO: "ground-glass opacity", CONSOLIDATION: "consolidation"}
+CAUTION = ("Extent figures are research measurements, not validated on CT volumes: the HU bands also count "
+           "dependent density, atelectasis and partial-volume vessels; the lesion UNet was trained on 40 8-bit "
+           "Inf-Net slices and on real HU slices it agrees poorly with the HU bands (docs/lesions_agreement.md).")
+
+
+@dataclass
+class Manifestations:
+    hu_bands: np.ndarray  # (z, y, x) uint8 0/1 GGO/2 consolidation
+    learned: np.ndarray  # (z, y, x) uint8 0/1 GGO/2 consolidation
+    streaks: np.ndarray  # (z, y, x) bool, possible fibrotic streak pixels
+    summary: dict  # the report's "manifestations" section
+
+
+def by_lung(labels: np.ndarray, lung_labels: np.ndarray, measured: np.ndarray, spacing) -> dict:
+    """{"right", "left", "both"} extent of a GGO/consolidation label map inside the measured lung."""
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    out = {}
+    for name, sel in [("both", lung_labels > 0)] + [(SIDES[s], lung_labels == s) for s in SIDES]:
+        m = measured & sel
+        out[name] = extent(int((labels[m] == GGO).sum()), int((labels[m] == CONSOLIDATION).sum()), int(sel.sum()),
+                           int(m.sum()), voxel_ml)
+    return out
+
+
+def dominant(totals: dict) -> str:
+    both = totals["both"]
+    if both["lesion_pct"] < MEASURABLE_PCT:
+        return "none measurable"
+    return NAMES[GGO] if both["ggo_ml"] >= both["consolidation_ml"] else NAMES[CONSOLIDATION]
+
+
+def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
+            progress: Callable[[float], None] | None = None) -> Manifestations:
+    """HU-band and learned extent, possible fibrotic streaks, and their report summary for one CT."""
+    from .fibrosis import detect_streaks
+    from .lesion_seg import load_lesion_model, predict_hu
+
+    bands = hu_band_extent(volume.hu, mask.labels, volume.spacing)
+    if progress:
+        progress(0.2)
+    model = load_lesion_model(lesion_model, device)
+    learned = predict_hu(model, volume.hu, mask)
+    if progress:
+        progress(0.7)
+    streaks = detect_streaks(volume.hu, mask.labels, volume.spacing)
+    if progress:
+        progress(1.0)
+    learned_totals = by_lung(learned, mask.labels, bands.measured, volume.spacing)
+    band_totals = by_lung(bands.labels, mask.labels, bands.measured, volume.spacing)
+    card = model.package.card
+    per_slice = []
+    for row in bands.per_slice:
+        k = row["slice"]
+        learned_k = by_lung(learned[k], mask.labels[k], bands.measured[k], volume.spacing)["both"]
+        per_slice.append({"slice": k, "hu_bands": _pct(row["both"]), "learned": _pct(learned_k)})
+    summary = {
+        "hu_bands": {"method": "HU bands inside the lung (hu_bands.py): GGO -750..-300 HU, consolidation "
+                               "-300..+50 HU, thin vessels and a 2 mm rim left out; training-free",
+                     "per_lung": _rounded(band_totals), "dominant": dominant(band_totals)},
+        "learned": {"method": f"lesion UNet {card['name']} (lesion_seg.py)", "trained_on": {k: card["training"][k] for k in ("dataset", "split")},
+                    "held_out_dice": {k: round(v["dice_pooled"], 3)
+                                                         for k, v in card["validation"]["scores"].items()},
+                    "per_lung": _rounded(learned_totals), "dominant": dominant(learned_totals)},
+        "per_slice_pct": per_slice,
+        "possible_fibrotic_streaks": {"candidates": len(streaks.candidates), "slices": streaks.per_slice,
+                                      "limits": streaks.limits},
+        "caution": CAUTION,
+    }
+    return Manifestations(bands.labels, learned, streaks.mask, summary)
+
+
+def _pct(e: dict) -> dict:
+    return {"ggo_pct": round(e["ggo_pct"], 2), "consolidation_pct": round(e["consolidation_pct"], 2)}
+
+
+def _rounded(totals: dict) -> dict:
+    return {side: {k: round(v, 2) for k, v in e.items()} for side, e in totals.items()}
