@@ -34,6 +34,14 @@ _TERMINOLOGY = ("Segmentation category and type - DICOM master list~SCT^12303700
                 "~SCT^{code}^{meaning}~^^~Anatomic codes - DICOM master list~^^~^^")
 LUNG_TERMINOLOGY = {1: _TERMINOLOGY.format(code="3341006", meaning="Right lung"),
                     2: _TERMINOLOGY.format(code="44029006", meaning="Left lung")}
+# Lesions: category "Morphologically Altered Structure", types DICOM CID 6104 ground glass opacity and SNOMED CT
+# lung consolidation, anatomic region lung.
+_LESION_TERMINOLOGY = ("Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered "
+                       "Structure~{type}~^^~Anatomic codes - DICOM master list~SCT^39607008^Lung~^^")
+LESION_SEGMENTS = {1: ("ggo", "ground-glass opacity", (0.35, 0.85, 0.35),
+                       _LESION_TERMINOLOGY.format(type="DCM^112120^Ground glass opacity")),
+                   2: ("consolidation", "consolidation", (0.90, 0.25, 0.25),
+                       _LESION_TERMINOLOGY.format(type="SCT^95436008^Lung consolidation"))}
 HEATMAP_COLOR_NAME = "CovidCT Inferno"
 HEATMAP_DISPLAY_MIN = 0.05  # heatmap values below this are transparent in the slice views
 # matplotlib "inferno" sampled at 0, 1/8, ..., 1 (perceptually uniform, readable in grey)
@@ -263,10 +271,26 @@ def lung_segmentation_node(labels: np.ndarray, spacing, origin, direction, name:
                            reference_node=None, scene=None, node=None):
     """Segmentation node with "right lung" (label 1) and "left lung" (label 2) segments, SNOMED CT
     terminology, and the CT as reference geometry."""
+    segments = {v: (*SEGMENTS[v], LUNG_TERMINOLOGY[v]) for v in SEGMENTS}
+    return labelmap_segmentation_node(labels, spacing, origin, direction, segments, "lung mask", name,
+                                      reference_node, scene, node)
+
+
+def lesion_segmentation_node(labels: np.ndarray, spacing, origin, direction, name: str = "Lesions",
+                             reference_node=None, scene=None, node=None):
+    """Editable segmentation with "ground-glass opacity" (label 1) and "consolidation" (label 2) segments."""
+    return labelmap_segmentation_node(labels, spacing, origin, direction, LESION_SEGMENTS, "lesions", name,
+                                      reference_node, scene, node)
+
+
+def labelmap_segmentation_node(labels: np.ndarray, spacing, origin, direction, segments: dict, role: str,
+                               name: str, reference_node=None, scene=None, node=None):
+    """Segmentation node from a label map: one segment per ``segments`` entry (value -> id, name, colour,
+    terminology), always all of them (empty where the label is absent), the CT as reference geometry."""
     scene = _scene(scene)
     labels = np.asarray(labels)
     with _all_or_nothing(scene):
-        labelmap = volume_node_from_array(labels.astype(np.uint8), spacing, origin, direction, "lungs-tmp", scene,
+        labelmap = volume_node_from_array(labels.astype(np.uint8), spacing, origin, direction, f"{role}-tmp", scene,
                                           class_name="vtkMRMLLabelMapVolumeNode", display=False)
         try:
             if node is None:
@@ -276,7 +300,7 @@ def lung_segmentation_node(labels: np.ndarray, spacing, origin, direction, name:
                 node.CreateDefaultDisplayNodes()
             node.SetReferenceImageGeometryParameterFromVolumeNode(reference_node or labelmap)
             if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmap, node):
-                raise RuntimeError("importing the lung label map into the segmentation failed")
+                raise RuntimeError(f"importing the {role} label map into the segmentation failed")
         finally:
             scene.RemoveNode(labelmap)
         segmentation = node.GetSegmentation()
@@ -285,18 +309,17 @@ def lung_segmentation_node(labels: np.ndarray, spacing, origin, direction, name:
             seg_id = segmentation.GetNthSegmentID(i)
             segment = segmentation.GetSegment(seg_id)
             value = segment.GetLabelValue()
-            if value not in SEGMENTS:
-                raise RuntimeError(f"unexpected label {value} in the lung mask")
-            _, seg_name, color = SEGMENTS[value]
+            if value not in segments:
+                raise RuntimeError(f"unexpected label {value} in the {role}")
+            _, seg_name, color, entry = segments[value]
             segment.SetName(seg_name)
             segment.SetColor(*color)
-            set_terminology(segment, LUNG_TERMINOLOGY[value])
-        missing = sorted(set(SEGMENTS) - present)
-        for value in missing:  # keep both segments, so the node always has right and left lung
-            _, seg_name, color = SEGMENTS[value]
-            seg_id = segmentation.AddEmptySegment(SEGMENTS[value][0], seg_name, color)
-            set_terminology(segmentation.GetSegment(seg_id), LUNG_TERMINOLOGY[value])
-        node.SetAttribute(ATTR_ROLE, "lung mask")
+            set_terminology(segment, entry)
+        for value in sorted(set(segments) - present):  # every segment exists, empty where nothing was found
+            seg_key, seg_name, color, entry = segments[value]
+            seg_id = segmentation.AddEmptySegment(seg_key, seg_name, color)
+            set_terminology(segmentation.GetSegment(seg_id), entry)
+        node.SetAttribute(ATTR_ROLE, role)
         if reference_node is not None:
             node.SetAttribute(ATTR_SOURCE, reference_node.GetID())
     return node
@@ -322,11 +345,12 @@ def segment_id(seg_node, segment_name: str) -> str:
     return seg_node.GetSegmentation().GetSegmentIdBySegmentName(segment_name)
 
 
-def labels_from_segmentation(seg_node, reference_node) -> np.ndarray:
-    """(z, y, x) uint8 labels (1 right, 2 left) of the lung segments on ``reference_node``'s grid."""
+def labels_from_segmentation(seg_node, reference_node, segments: dict | None = None) -> np.ndarray:
+    """(z, y, x) uint8 labels of the segments on ``reference_node``'s grid; ``segments`` maps label value to
+    segment name (default: the lungs, 1 right, 2 left)."""
     scene = seg_node.GetScene()
     out = None
-    for value, (_, seg_name, _) in SEGMENTS.items():
+    for value, seg_name in (segments or {v: seg[1] for v, seg in SEGMENTS.items()}).items():
         sid = segment_id(seg_node, seg_name)
         if not sid:
             raise InputError(f"Segmentation '{seg_node.GetName()}' has no '{seg_name}' segment")
@@ -512,7 +536,8 @@ def load_report_folder(out_dir, ct_node=None, prefix: str | None = None, scene=N
     slice-score table and chart, placed beside ``ct_node`` in the subject hierarchy. New nodes are
     created unless existing ones are passed (``*_node``); new nodes are removed again on failure.
 
-    Returns {"report": dict, "segmentation", "heatmap" (or None), "table", "chart", "series"}.
+    Returns {"report": dict, "segmentation", "heatmap" (or None), "table", "chart", "series", "lesions"
+    ({"lesions_learned", "lesions_hu_bands"}: editable GGO / consolidation segmentations, when measured)}.
     """
     scene = _scene(scene)
     out_dir = Path(out_dir)
@@ -524,6 +549,12 @@ def load_report_folder(out_dir, ct_node=None, prefix: str | None = None, scene=N
         labels, spacing, origin, direction = _read_image(out_dir / files.get("lung_mask", "lung_mask.nrrd"))
         seg = lung_segmentation_node(labels, spacing, origin, direction, f"{prefix} lungs",
                                      reference_node=ct_node, scene=scene, node=segmentation_node)
+        lesions = {}
+        for key, title in (("lesions_learned", "lesions (UNet)"), ("lesions_hu_bands", "lesions (HU bands)")):
+            if key in files:
+                larr, ls_, lo, ld = _read_image(out_dir / files[key])
+                lesions[key] = lesion_segmentation_node(larr, ls_, lo, ld, f"{prefix} {title}",
+                                                        reference_node=ct_node, scene=scene)
         heat = None
         if "heatmap" in files:
             harr, hs, ho, hd = _read_image(out_dir / files["heatmap"])
@@ -538,12 +569,12 @@ def load_report_folder(out_dir, ct_node=None, prefix: str | None = None, scene=N
                                   f"{prefix} COVID slice scores", scene, node=table_node)
         chart, series, _ = scores_plot_nodes(table, f"P({positive_name})", f"{prefix} COVID slice scores", scene,
                                              chart=chart_node)
-        for n in (seg, heat, table, chart):
+        for n in (seg, heat, table, chart, *lesions.values()):
             if n is not None and ct_node is not None:
                 n.SetAttribute(ATTR_SOURCE, ct_node.GetID())
-        place_in_study([seg, heat, table, chart], ct_node, scene)
+        place_in_study([seg, heat, table, chart, *lesions.values()], ct_node, scene)
         if heat is not None and heatmap_opacity is not None:
             show_heatmap(ct_node, heat, heatmap_opacity, scene)
-    return {"report": report, "segmentation": seg, "heatmap": heat, "table": table, "chart": chart,
+    return {"report": report, "segmentation": seg, "heatmap": heat, "table": table, "chart": chart, "lesions": lesions,
             "series": series, "slice_indices": slices, "probabilities": probs, "class_names": class_names,
             "positive_index": pos_index, "geometry": (spacing, origin, direction, labels.shape)}

@@ -152,7 +152,7 @@ def test_lung_segmentation_roundtrip(scene, dicom_ct, dicom_mask, tmp_path):
         assert len(fields) == 7 and fields[1] == "SCT^123037004^Anatomical Structure"
         assert fields[2].startswith(f"SCT^{code}^")
     assert seg.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()) is ct_node
-    assert not scene.GetFirstNodeByName("lungs-tmp")  # the temporary label map is gone
+    assert not scene.GetFirstNodeByName("lung mask-tmp")  # the temporary label map is gone
     labels = mrml.labels_from_segmentation(seg, ct_node)
     np.testing.assert_array_equal(labels, dicom_mask.labels)
     # .seg.nrrd written and read back with slicer-core storage nodes
@@ -287,3 +287,28 @@ def test_result_nodes_survive_scene_save(scene, dicom_ct, tmp_path):
     assert p2.GetNodeReference("inputVolume").GetName() == "ct"
     assert other.GetFirstNodeByName(table.GetName()).GetAttribute(mrml.ATTR_SOURCE) == p2.GetNodeReferenceID(
         "inputVolume")
+
+
+def test_lesion_segments_from_a_report_with_manifestations(scene, dicom_ct, dicom_mask, tmp_path):
+    """GGO and consolidation come into Slicer as separate, editable segments with standard terminology (DICOM
+    112120 ground glass opacity, SNOMED CT 95436008 lung consolidation), on the CT's grid, for both methods."""
+    from CovidCTScreenLib.manifestations import measure
+    from CovidCTScreenLib.report import write_report
+
+    result = _fake_result(dicom_ct, dicom_mask)
+    result.manifestations = measure(dicom_ct, dicom_mask)
+    out = write_report(result, tmp_path / "report")
+    ct_node = mrml.ct_volume_to_node(dicom_ct, "ct", scene)
+    loaded = mrml.load_report_folder(out, ct_node, scene=scene)
+    for key, truth in (("lesions_learned", result.manifestations.learned),
+                       ("lesions_hu_bands", result.manifestations.hu_bands)):
+        seg = loaded["lesions"][key]
+        segmentation = seg.GetSegmentation()
+        assert [segmentation.GetNthSegment(i).GetName() for i in range(2)] == ["ground-glass opacity",
+                                                                              "consolidation"]
+        for name, code in (("ground-glass opacity", "DCM^112120^"), ("consolidation", "SCT^95436008^")):
+            fields = mrml.terminology(segmentation.GetSegment(mrml.segment_id(seg, name))).split("~")
+            assert len(fields) == 7 and fields[2].startswith(code) and "39607008" in fields[5]
+        names = {value: segment[1] for value, segment in mrml.LESION_SEGMENTS.items()}
+        np.testing.assert_array_equal(mrml.labels_from_segmentation(seg, ct_node, names), truth)
+        assert seg.GetAttribute(mrml.ATTR_SOURCE) == ct_node.GetID()
