@@ -38,6 +38,20 @@ def resourcePath(relative: str) -> str:
     return str(RESOURCES / relative)
 
 
+def manifestationsText(m: dict) -> str:
+    """HTML lines: GGO / consolidation extent by both methods and the streak candidates of a report."""
+    if "hu_bands" not in m:
+        return ""
+    lines = []
+    for key, title in (("hu_bands", "HU bands"), ("learned", "lesion UNet")):
+        both = m[key]["per_lung"]["both"]
+        lines.append(f"{title}: GGO {both['ggo_pct']:.1f} %, consolidation {both['consolidation_pct']:.1f} % of the "
+                     f"lung ({m[key]['dominant']})")
+    lines.append(f"Possible fibrotic streaks: {m['possible_fibrotic_streaks']['candidates']} candidates "
+                 f"(heuristic, unvalidated)")
+    return "<br>" + "<br>".join(lines) + f"<br><i>{m.get('caution', '')}</i>"
+
+
 def modelCardSummary(name: str = model_package.DEFAULT_MODEL) -> str:
     """HTML: training data and validation metrics of a model, read from its model card at run time."""
     card_path = Path(name) / model_package.CARD_NAME
@@ -367,7 +381,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.probabilitiesLabel.text = (
             f"Slice P(COVID-19): max {probs.get('max', 0):.2f}, mean {probs.get('mean', 0):.2f}, "
             f"mean of top 5 {probs.get('mean_top5', 0):.2f}. Lung volume "
-            f"{result['report'].get('lungs', {}).get('volume_ml', {}).get('total', 0) / 1000:.2f} L.")
+            f"{result['report'].get('lungs', {}).get('volume_ml', {}).get('total', 0) / 1000:.2f} L."
+            + manifestationsText(result["report"].get("manifestations", {})))
         self.ui.topSlicesListWidget.clear()
         for top in verdict["top_slices"]:
             item = qt.QListWidgetItem(f"slice {top['slice']}: P(COVID-19) {top['probability']:.2f}")
