@@ -376,7 +376,9 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"<span style='font-size:14pt;color:{colour}'><b>{verdict['label']}</b></span>{override}<br>"
             f"{verdict['positive_slices']} of {verdict['lung_slices']} lung slices "
             f"({verdict['positive_fraction']:.0%}) "
-            f"reach P &ge; {verdict['slice_threshold']:.2f}; rule: more than {verdict['min_fraction']:.0%}.")
+            f"reach P &ge; {verdict['slice_threshold']:.2f}; rule: more than {verdict['min_fraction']:.0%}."
+            + (f"<br><b style='color:#b8860b'>{verdict['confidence_note']}</b>" if verdict.get("low_confidence")
+               else ""))
         probs = result["report"].get("slice_probability_summary", {})
         self.ui.probabilitiesLabel.text = (
             f"Slice P(COVID-19): max {probs.get('max', 0):.2f}, mean {probs.get('mean', 0):.2f}, "

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     v = result.verdict
     print(f"{v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
+    if v.low_confidence:
+        print(v.confidence_note)
     print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
     if result.manifestations is not None:
         m = result.manifestations.summary

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 TOP_K = 5
+MIN_CONFIDENT_SLICES = 10
 POSITIVE = "COVID-19"
 NEGATIVE = "no COVID-19 pattern"
 
@@ -23,6 +24,9 @@ class Verdict:
     max_probability: float
     top_slices: list  # [{"slice": k, "probability": p}], most suspicious first
     rule: str
+    fraction_95ci: list  # bootstrap over lung slices of the positive fraction
+    low_confidence: bool  # the decision could flip: read this study with particular care
+    confidence_note: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -36,6 +40,13 @@ def study_verdict(slice_indices: np.ndarray, probability: np.ndarray, slice_thre
     fraction = float(positive.mean()) if probability.size else 0.0
     order = np.argsort(-probability, kind="stable")[:top_k]
     is_positive = fraction > min_fraction
+    lo, hi = _fraction_interval(positive)
+    reasons = []
+    if lo <= min_fraction < hi:
+        reasons.append(f"the 95 % interval of the positive-slice fraction ({lo:.0%}-{hi:.0%}, bootstrap over "
+                       f"slices) contains the rule's {min_fraction:.0%}")
+    if probability.size < MIN_CONFIDENT_SLICES:
+        reasons.append(f"only {probability.size} lung slices were scored")
     return Verdict(
         label=POSITIVE if is_positive else NEGATIVE,
         positive=bool(is_positive),
@@ -48,4 +59,20 @@ def study_verdict(slice_indices: np.ndarray, probability: np.ndarray, slice_thre
         top_slices=[{"slice": int(slice_indices[i]), "probability": float(probability[i])} for i in order],
         rule=(f"COVID-19 when more than {min_fraction:.0%} of lung slices have a calibrated COVID-19 "
               f"probability >= {slice_threshold:.3f} (seed 002 proportion rule)"),
+        fraction_95ci=[lo, hi],
+        low_confidence=bool(reasons),
+        confidence_note=("Low confidence: " + "; ".join(reasons) + ". Read with particular care." if reasons else
+                         "The decision holds across slice resamples (bootstrap); this says nothing about the "
+                         "model's validity on this scanner."),
     )
+
+
+def _fraction_interval(positive: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of the positive fraction, resampling lung slices (neighbouring slices
+    are correlated, so the interval is if anything too narrow)."""
+    if positive.size == 0:
+        return 0.0, 0.0
+    rng = np.random.default_rng(seed)
+    means = positive[rng.integers(0, positive.size, (n, positive.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)

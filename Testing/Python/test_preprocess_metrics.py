@@ -82,3 +82,19 @@ def test_bootstrap_ci_contains_estimate_and_groups_matter():
     assert lo_img <= auc <= hi_img and lo_pat <= auc <= hi_pat
     assert (hi_pat - lo_pat) > 1.3 * (hi_img - lo_img)  # repeated slices: patients carry less information
     assert bootstrap_ci(y, (y == 1).astype(float), n=50) == (1.0, 1.0)
+
+
+def test_verdict_flags_low_confidence_near_the_rule():
+    """A study whose positive-slice fraction sits near the 5 % rule, or with few lung slices, is flagged for
+    careful reading; a clearly negative or clearly positive study is not."""
+    from CovidCTScreenLib.verdict import study_verdict
+
+    k = np.arange(60)
+    clear_neg = study_verdict(k, np.full(60, 0.1), 0.5, 0.05)
+    clear_pos = study_verdict(k, np.where(k < 30, 0.9, 0.1), 0.5, 0.05)
+    near = study_verdict(k, np.where(k < 4, 0.9, 0.1), 0.5, 0.05)  # 4/60 = 6.7 %: positive, but barely
+    few = study_verdict(k[:5], np.full(5, 0.1), 0.5, 0.05)
+    assert not clear_neg.low_confidence and not clear_pos.low_confidence
+    assert near.positive and near.low_confidence and near.fraction_95ci[0] <= 0.05 < near.fraction_95ci[1]
+    assert few.low_confidence and "only 5 lung slices" in few.confidence_note
+    assert clear_pos.fraction_95ci[0] <= clear_pos.positive_fraction <= clear_pos.fraction_95ci[1]
