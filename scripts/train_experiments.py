@@ -22,11 +22,10 @@ import numpy as np
 import torch
 
 from CovidCTScreenLib.model_package import load_package
-from CovidCTTrainingLib.cli import make_config
 from CovidCTTrainingLib.data import (COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images,
                                      load_unlabelled_images)
 from CovidCTTrainingLib.export import export_package
-from CovidCTTrainingLib.trainer import train
+from CovidCTTrainingLib.trainer import make_config, train
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -28,14 +28,14 @@ def build_network(architecture: str, num_classes: int, dropout: float = 0.2):
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
 
     class Normalise(nn.Module):
-        """Grey [0, 1] -> the input statistics a backbone expects (3 channels where it has 3)."""
+        """Grey [0, 1] -> (x * 255 - mean) / std, the input a backbone expects (3 channels where it has 3)."""
 
         def __init__(self, channels: int, mean: float, std: float):
             super().__init__()
             self.channels, self.mean, self.std = channels, mean, std
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return (x.expand(-1, self.channels, -1, -1) - self.mean) / self.std
+            return (x.expand(-1, self.channels, -1, -1) * 255.0 - self.mean) / self.std
 
     if architecture == "efficientnet-lite0":
         from efficientnet_lite_pytorch import EfficientNet
@@ -44,17 +44,17 @@ def build_network(architecture: str, num_classes: int, dropout: float = 0.2):
         # from ImageNet to CT within an epoch; the TF default 0.99 leaves eval-mode statistics far behind.
         backbone = EfficientNet.from_name(architecture, num_classes=num_classes, dropout_rate=dropout,
                                           batch_norm_momentum=0.9)
-        normalise = Normalise(3, 127.0 / 255.0, 128.0 / 255.0)  # TF-Lite convention: (x*255-127)/128
+        normalise = Normalise(3, 127.0, 128.0)  # TF-Lite convention of the ImageNet weights
     elif architecture in TORCHVISION:
         import torchvision
 
         backbone = getattr(torchvision.models, architecture)(weights=None, num_classes=num_classes)
-        normalise = Normalise(3, 0.449, 0.226)  # ImageNet mean / std of the grey level
+        normalise = Normalise(3, 0.449 * 255, 0.226 * 255)  # ImageNet mean / std of the grey level
     else:
         from .small_nets import CRNet, SSResNet
 
         backbone = CRNet(num_classes) if architecture == "crnet" else SSResNet(num_classes)
-        normalise = Normalise(1, 0.5, 0.25)
+        normalise = Normalise(1, 127.5, 63.75)
     net = nn.Sequential()
     net.add_module("normalise", normalise)
     net.add_module("backbone", backbone)

@@ -48,15 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_config(method: str, **overrides):
-    """TrainConfig of ``method``: its seed's defaults (methods.METHOD_DEFAULTS), then the overrides that are set."""
-    from .methods import METHOD_DEFAULTS
-    from .trainer import TrainConfig
-
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return TrainConfig(**{**METHOD_DEFAULTS[method], "method": method, **given})
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import signal
@@ -75,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import distributed
         from .data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_unlabelled_images
         from .export import export_package
-        from .trainer import train
+        from .trainer import make_config, train
 
         distributed.init_from_environment()
         main_rank = distributed.rank_and_size()[0] == 0

@@ -28,7 +28,7 @@ from CovidCTScreenLib.networks import HEADS, build_network, load_imagenet_weight
 
 from . import distributed
 from .losses import training_loss
-from .methods import check_method
+from .methods import METHOD_DEFAULTS, check_method
 from .moco import MoCo
 
 
@@ -54,6 +54,12 @@ class TrainConfig:
     moco_temperature: float = 0.2
     seed: int = 0
     device: str = "auto"
+
+
+def make_config(method: str, **overrides) -> TrainConfig:
+    """TrainConfig of ``method``: its seed's defaults (methods.METHOD_DEFAULTS), then the overrides that are set."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return TrainConfig(**{**METHOD_DEFAULTS[method], "method": method, **given})
 
 
 @dataclass

@@ -15,9 +15,8 @@ SIZE = 32
 def _rank(rank: int, world: int, folder: str) -> None:
     import torch.distributed as dist
 
-    from CovidCTTrainingLib.cli import make_config
     from CovidCTTrainingLib.data import covid_ct_split, load_images, load_unlabelled_images
-    from CovidCTTrainingLib.trainer import train
+    from CovidCTTrainingLib.trainer import make_config, train
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world)

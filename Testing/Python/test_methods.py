@@ -13,12 +13,12 @@ from CovidCTScreenLib.errors import Cancelled
 from CovidCTScreenLib.inference import calibrated_probabilities, lung_slices
 from CovidCTScreenLib.model_package import load_package
 from CovidCTScreenLib.networks import HEADS, build_network
-from CovidCTTrainingLib.cli import main, make_config
+from CovidCTTrainingLib.cli import main
 from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, load_images, load_unlabelled_images
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.losses import training_loss
 from CovidCTTrainingLib.moco import MoCo
-from CovidCTTrainingLib.trainer import class_weights, train
+from CovidCTTrainingLib.trainer import class_weights, make_config, train
 
 from conftest import COVID_CT, DATA, DICOM_SERIES, mini_covid_ct
 
