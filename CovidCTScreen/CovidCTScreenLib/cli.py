@@ -21,13 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from .errors import Cancelled, InputError
-    from .pipeline import screen_to_folder
-
+def stage_progress_bar(quiet: bool):
+    """(tqdm bar or None, ``progress(stage, fraction)`` callback drawing on it) for the command lines."""
     bar = None
-    if not args.quiet:
+    if not quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=100, bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
@@ -37,6 +34,15 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_description_str(stage)
             bar.update(round(100 * fraction) - bar.n)
 
+    return bar, progress
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .errors import Cancelled, InputError
+    from .pipeline import screen_to_folder
+
+    bar, progress = stage_progress_bar(args.quiet)
     try:
         result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
                                   model=args.model, device=args.device, batch_size=args.batch_size,

@@ -73,31 +73,29 @@ def csv_header(path: str | Path) -> list[str]:
         return []
 
 
-def csv_items(path: str | Path, labels: list[str]) -> list[Item]:
-    """Items of a CSV with columns ``path,label[,patient_id]``; paths are relative to the CSV's folder."""
+def _listed_items(path: str | Path, column: str, noun: str, labels: list[str], exists) -> list[Item]:
+    """Items of a CSV with columns ``<column>,label[,patient_id]``; entries are relative to the CSV's folder
+    and must pass ``exists`` (a missing one is reported as ``noun``)."""
     path = Path(path)
     items = []
-    for n, row in enumerate(_read_csv(path, ["path", "label"]), start=2):
-        image = (path.parent / row["path"]).resolve()
-        if not image.is_file():
-            raise InputError(f"{path} line {n}: image {row['path']} not found")
-        items.append(Item(image, _match_label(row["label"], labels, f"{path} line {n}"),
-                          row.get("patient_id") or row["path"]))
+    for n, row in enumerate(_read_csv(path, [column, "label"]), start=2):
+        entry = (path.parent / row[column]).resolve()
+        if not exists(entry):
+            raise InputError(f"{path} line {n}: {noun} {row[column]} not found")
+        items.append(Item(entry, _match_label(row["label"], labels, f"{path} line {n}"),
+                          row.get("patient_id") or row[column]))
     return items
+
+
+def csv_items(path: str | Path, labels: list[str]) -> list[Item]:
+    """Image items of a CSV with columns ``path,label[,patient_id]``; paths are relative to the CSV's folder."""
+    return _listed_items(path, "path", "image", labels, Path.is_file)
 
 
 def study_items(path: str | Path, labels: list[str]) -> list[Item]:
     """Studies of a CSV with columns ``study,label[,patient_id]``: a volume file or DICOM folder each,
     relative to the CSV's folder."""
-    path = Path(path)
-    items = []
-    for n, row in enumerate(_read_csv(path, ["study", "label"]), start=2):
-        study = (path.parent / row["study"]).resolve()
-        if not study.exists():
-            raise InputError(f"{path} line {n}: study {row['study']} not found")
-        items.append(Item(study, _match_label(row["label"], labels, f"{path} line {n}"),
-                          row.get("patient_id") or row["study"]))
-    return items
+    return _listed_items(path, "study", "study", labels, Path.exists)
 
 
 def segmentation_pairs(root: str | Path) -> list[tuple[Path, Path]]:

@@ -57,20 +57,11 @@ def summary_lines(document: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .cli import stage_progress_bar
     from .errors import Cancelled, InputError
     from .evaluate import evaluate_to_folder
 
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, bar_format="{desc:<12} {percentage:3.0f}%|{bar}| {elapsed}", file=sys.stderr)
-
-    def progress(stage: str, fraction: float) -> None:
-        if bar is not None:
-            bar.set_description_str(stage)
-            bar.update(round(100 * fraction) - bar.n)
-
+    bar, progress = stage_progress_bar(args.quiet)
     try:
         result = evaluate_to_folder(args.data, args.out, overwrite=args.overwrite, progress=progress,
                                     model=args.model, device=args.device, thresholds=tuple(args.threshold),

@@ -12,6 +12,7 @@ centre-crops 224; here the shared preprocessing is kept and the affine works at 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +25,14 @@ def _median_blur(x: torch.Tensor, k: int) -> torch.Tensor:
     return patches.median(dim=1).values.view_as(x)
 
 
+def _uniform(lo: float, hi: float, generator: torch.Generator | None) -> float:
+    return lo + (hi - lo) * torch.rand((), generator=generator).item()
+
+
 def augment(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """A randomly perturbed copy of ``batch`` (the input is not modified)."""
     g = generator
-
-    def uniform(lo: float, hi: float) -> float:
-        return lo + (hi - lo) * torch.rand((), generator=g).item()
-
+    uniform = partial(_uniform, generator=g)
     out = []
     for img in batch:
         h, w = img.shape[-2:]
@@ -58,10 +60,7 @@ def moco_augment(batch: torch.Tensor, generator: torch.Generator | None = None) 
     factors in [0.6, 1.4], Gaussian blur (p 0.5, sigma 0.1-2 at 224 px, scaled with the size). The seed's
     saturation, hue and grey-scale jitter do nothing on grey CT and are left out."""
     g = generator
-
-    def uniform(lo: float, hi: float) -> float:
-        return lo + (hi - lo) * torch.rand((), generator=g).item()
-
+    uniform = partial(_uniform, generator=g)
     out = []
     for img in batch:
         h, w = img.shape[-2:]
