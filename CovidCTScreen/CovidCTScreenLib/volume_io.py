@@ -23,7 +23,8 @@ HU_RANGE = (-3100.0, 40000.0)  # -3024 is the lowest padding scanners write
 
 @dataclass
 class CTVolume:
-    """HU voxels as a (z, y, x) float32 array plus the LPS geometry SimpleITK reports."""
+    """HU voxels as a (z, y, x) array plus the LPS geometry SimpleITK reports. ``load_ct`` gives int16 when the
+    file's HU are whole numbers within int16 (scanner CT: half the memory of float32), else float32."""
 
     hu: np.ndarray
     spacing: tuple[float, float, float]  # (x, y, z) mm
@@ -89,17 +90,24 @@ def _dicom_series(folder: Path) -> tuple[list[str], dict]:
     return names, meta
 
 
-def _check_gzip(path: Path) -> None:
-    """ITK reads a truncated .nii.gz as zeros without complaint; decompress it once to be sure it is whole."""
+def _read_gzipped(path: Path):
+    """Read a gzipped volume with a single decompression: Python's gzip (which checks length and CRC; ITK reads a
+    truncated or corrupt .gz as zeros or garbage without complaint) writes it to a temporary file ITK then reads."""
     import gzip
+    import shutil
+    import tempfile
     import zlib
 
-    try:
-        with gzip.open(path, "rb") as f:
-            while f.read(1 << 22):
-                pass
-    except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"Cannot read {path}: the file is corrupt or truncated ({e})") from e
+    import SimpleITK as sitk
+
+    with tempfile.TemporaryDirectory(prefix="covidct-read-") as tmp:
+        plain = Path(tmp) / path.name[:-3]
+        try:
+            with gzip.open(path, "rb") as f, open(plain, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 22)
+        except (OSError, EOFError, zlib.error) as e:
+            raise InputError(f"Cannot read {path}: the file is corrupt or truncated ({e})") from e
+        return sitk.ReadImage(str(plain))
 
 
 def _read_image(path: Path):
@@ -119,10 +127,8 @@ def _read_image(path: Path):
     if not name.endswith(VOLUME_SUFFIXES):
         raise InputError(f"{path}: unsupported file type; give a DICOM series folder or one of "
                          f"{', '.join(VOLUME_SUFFIXES)}")
-    if name.endswith(".gz"):
-        _check_gzip(path)
     try:
-        img = sitk.ReadImage(str(path))
+        img = _read_gzipped(path) if name.endswith(".gz") else sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise InputError(f"Cannot read {path}: the file is corrupt or not a {name.split('.', 1)[-1]} volume") from e
     return img, {"format": name.split(".", 1)[-1].upper()}
@@ -142,10 +148,19 @@ def load_ct(path: str | os.PathLike) -> CTVolume:
     if img.GetDimension() != 3:
         raise InputError(f"{path} is {img.GetDimension()}D; a CT volume is 3D")
     img = sitk.DICOMOrient(img, "LPS")
-    volume = CTVolume(hu=sitk.GetArrayFromImage(img).astype(np.float32), spacing=img.GetSpacing(),
+    volume = CTVolume(hu=_compact_hu(sitk.GetArrayViewFromImage(img)), spacing=img.GetSpacing(),
                       origin=img.GetOrigin(), direction=img.GetDirection(), source=str(path), meta=meta)
+    del img
     validate_ct(volume)
     return volume
+
+
+def _compact_hu(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` as int16 when that holds every value exactly (integer CT), else float32."""
+    if np.issubdtype(array.dtype, np.integer) and array.size and np.iinfo(np.int16).min <= array.min() \
+            and array.max() <= np.iinfo(np.int16).max:
+        return array.astype(np.int16)
+    return array.astype(np.float32)
 
 
 def validate_ct(volume: CTVolume) -> None:
@@ -160,7 +175,7 @@ def validate_ct(volume: CTVolume) -> None:
     if not all(lo <= s <= hi for s in volume.spacing):
         raise InputError(f"{src}: voxel spacing {tuple(round(s, 3) for s in volume.spacing)} mm is not plausible "
                          f"for a CT (expected {lo}-{hi} mm)")
-    if not np.isfinite(hu).all():
+    if np.issubdtype(hu.dtype, np.floating) and not all(np.isfinite(hu[z:z + 32]).all() for z in range(0, len(hu), 32)):
         raise InputError(f"{src} contains NaN or infinite voxel values")
     vmin, vmax = float(hu.min()), float(hu.max())
     if vmin == vmax:
