@@ -93,8 +93,10 @@ def cancel_watch(cancel: Callable[[], bool] | None, poll_s: float = 0.1):
         yield
     finally:
         done.set()
-        watcher.join()
-        signal.signal(signal.SIGINT, previous)
+        try:
+            watcher.join()
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | ModelPackage | None = None,

@@ -169,12 +169,12 @@ def _child(source: str, src: str, args, queue) -> None:
         tracemalloc.start()
     from CovidCTScreenLib import pipeline
 
-    stage_peaks, traced, cpu_marks = {}, {}, [("start", time.process_time())]
+    stage_peaks, traced, marks = {}, {}, [("start", 0.0, time.process_time())]
 
     def progress(stage: str, fraction: float) -> None:
+        marks.append((stage, fraction, time.process_time()))
         if fraction >= pipeline.STAGES[stage] - 1e-9:
             stage_peaks[stage] = _peak_mb()
-            cpu_marks.append((stage, time.process_time()))
             if args.tracemalloc:
                 import tracemalloc
 
@@ -205,12 +205,33 @@ def _child(source: str, src: str, args, queue) -> None:
     timings = dict(result.timings)
     if report_s is not None:
         timings["report_s"] = report_s
-    cpu = {stage: t1 - t0 for (_, t0), (stage, t1) in zip(cpu_marks, cpu_marks[1:])}
-    cpu["total"] = cpu_marks[-1][1] - cpu_marks[0][1]
+    cpu = _cpu_by_stage(marks, pipeline.STAGES)
     queue.put({"total_s": total, "timings": timings, "peak_mb": peak, "stage_peaks": stage_peaks,
                "traced_mb": traced, "cpu_s": cpu, "verdict": result.verdict.label, "lung_slices": len(result.slice_indices),
                "shape": result.volume.shape, "hu_dtype": str(result.volume.hu.dtype), "floor": floor,
                "load": (load0, os.getloadavg()[0]), "threads": torch.get_num_threads()})
+
+
+def _cpu_by_stage(marks: list[tuple[str, float, float]], stages: dict) -> dict:
+    """CPU seconds per stage from the (stage, fraction, process_time) of every progress call: a stage runs
+    from the last call of the one before to its own last call. The lesion steps report 0.2 (HU bands),
+    0.7 (UNet) and 1.0 (streaks) of their stage."""
+    last, order = {}, ["start", *stages]
+    for stage, _, cpu in marks:
+        last[stage] = cpu
+    done = [s for s in order if s in last]
+    out = {b: last[b] - last[a] for a, b in zip(done, done[1:])}
+    out["total"] = last[done[-1]] - last["start"]
+    if "lesions" in last and "grad-cam" in last:
+        start, end = stages["grad-cam"], stages["lesions"]
+        t, steps = last["grad-cam"], {}
+        for name, f in (("lesions hu bands", 0.2), ("lesions unet", 0.7), ("lesions streaks", 1.0)):
+            at = next((c for s, x, c in marks if s == "lesions" and x >= start + (end - start) * f - 1e-9), None)
+            if at is not None:
+                steps[name], t = at - t, at
+        steps["lesions summary"] = last["lesions"] - t
+        out.update(steps)
+    return out
 
 
 def run_case(source: Path, src: str, args) -> dict:
@@ -258,8 +279,8 @@ def _print_case(name: str, src: str, runs: list[dict], base: list[dict] | None) 
 
     print(f"  CPU time of the job {cpu('total')[7:]}")
     for key in STAGE_KEYS:
-        if any(key in x["timings"] for x in runs):
-            stage = key[:-2].replace("_", " ").replace("gradcam", "grad-cam")
+        stage = key[:-2].replace("_", " ").replace("gradcam", "grad-cam")
+        if any(key in x["timings"] or stage in x["cpu_s"] for x in runs):
             peaks, traced = r["stage_peaks"].get(stage), r["traced_mb"].get(stage)
             print(f"  {key[:-2]:<18} {_fmt(runs, key)} s{ratio(key)}{cpu(stage)}"
                   + (f"  peak RSS by its end {peaks:6.0f} MB" if peaks else "")
