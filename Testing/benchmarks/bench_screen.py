@@ -207,7 +207,8 @@ def _child(source: str, src: str, args, queue) -> None:
         timings["report_s"] = report_s
     cpu = _cpu_by_stage(marks, pipeline.STAGES)
     queue.put({"total_s": total, "timings": timings, "peak_mb": peak, "stage_peaks": stage_peaks,
-               "traced_mb": traced, "cpu_s": cpu, "verdict": result.verdict.label, "lung_slices": len(result.slice_indices),
+               "traced_mb": traced, "cpu_s": cpu, "verdict": result.verdict.label,
+               "lung_slices": len(result.slice_indices),
                "shape": result.volume.shape, "hu_dtype": str(result.volume.hu.dtype), "floor": floor,
                "load": (load0, os.getloadavg()[0]), "threads": torch.get_num_threads()})
 
@@ -277,7 +278,7 @@ def _print_case(name: str, src: str, runs: list[dict], base: list[dict] | None) 
         return (f"  CPU {statistics.median(a):6.2f} s"
                 + (f" {statistics.median(a) / statistics.median(b):5.2f}x first" if b and min(b) > 0 else ""))
 
-    print(f"  CPU time of the job {cpu('total')[7:]}")
+    print(f"  CPU time of the job {cpu('total').strip()[4:].strip()}")
     for key in STAGE_KEYS:
         stage = key[:-2].replace("_", " ").replace("gradcam", "grad-cam")
         if any(key in x["timings"] or stage in x["cpu_s"] for x in runs):
