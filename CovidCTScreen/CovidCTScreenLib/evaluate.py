@@ -29,7 +29,7 @@ from . import RESEARCH_USE_NOTICE, __version__
 from .datasets import Item, csv_header, csv_items, folder_items, load_images, study_items
 from .errors import Cancelled, InputError
 from .metrics import bootstrap_cis, calibration_bins, confusion_metrics, roc_auc
-from .model_package import ModelPackage, load_package
+from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
 
 SCHEMA = "covidctscreen.evaluation"
 SCHEMA_VERSION = 1
@@ -82,10 +82,9 @@ def evaluate(data: str | os.PathLike, model: str | os.PathLike | ModelPackage | 
     if kind == "segmentation":
         from .evaluate_segmentation import evaluate_segmentation
 
-        result = evaluate_segmentation(path, package, device, resamples, progress, cancel)
+        result = Evaluation("segmentation", *evaluate_segmentation(path, package, device, resamples, progress, cancel))
     else:
-        if "positive_label" not in package.card:
-            raise InputError(f"model {package.name} is not a slice classifier; {kind} data needs one")
+        package.require(SLICE_CLASSIFICATION, f"evaluating on {kind}")
         for t in thresholds:
             if not 0.0 <= t <= 1.0:
                 raise InputError(f"threshold {t} is not a probability in [0, 1]")
@@ -112,9 +111,9 @@ def evaluate_to_folder(data, out_dir: str | os.PathLike, overwrite: bool = False
     from .evaluation_plots import write_plots
     from .output_folder import atomic_folder, check_output_folder
 
-    check_output_folder(out_dir, overwrite)
+    check_output_folder(out_dir, overwrite, inputs=[data])
     result = evaluate(data, progress=progress, **kwargs)
-    with atomic_folder(out_dir, overwrite) as tmp:
+    with atomic_folder(out_dir, overwrite, inputs=[data]) as tmp:
         result.document["files"] = {"metrics": "metrics.json", "predictions": "predictions.csv",
                                     **write_plots(result, tmp)}
         _write_rows(result.rows, tmp / "predictions.csv")

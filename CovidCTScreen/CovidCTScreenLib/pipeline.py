@@ -13,7 +13,7 @@ import numpy as np
 from .errors import Cancelled
 from .lung_mask import LungMask, lung_mask
 from .manifestations import Manifestations
-from .model_package import ModelPackage, load_package
+from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
 from .verdict import Verdict, study_verdict
 from .volume_io import CTVolume, load_ct, validate_ct
 
@@ -71,6 +71,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     timings = {}
     t = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_package(model)
+    package.require(SLICE_CLASSIFICATION, "screening a CT")
     dev = select_device(device)
     if isinstance(source, CTVolume):
         volume = source
@@ -127,7 +128,7 @@ def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, over
     from .output_folder import check_output_folder
     from .report import write_report
 
-    check_output_folder(out_dir, overwrite)
+    check_output_folder(out_dir, overwrite, inputs=[] if isinstance(source, CTVolume) else [source])
     result = screen(source, progress=progress, **kwargs)
     write_report(result, out_dir, overwrite=overwrite)
     _stage_reporter(progress, "report")(1.0)

@@ -57,6 +57,7 @@ def _dicom_series(folder: Path) -> tuple[list[str], dict]:
         raise InputError(f"Folder {folder} is empty: expected the DICOM files of one CT series")
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
+        _refuse_unreadable(folder, files, set())
         raise InputError(f"No DICOM series found in {folder} ({len(files)} files, none readable as DICOM image)")
     if len(series) > 1:
         raise InputError(f"{folder} mixes {len(series)} DICOM series; put each series in its own folder "
@@ -79,6 +80,7 @@ def _dicom_series(folder: Path) -> tuple[list[str], dict]:
     if len(positions) == len(names) > 2:
         steps = np.linalg.norm(np.diff(np.array(positions), axis=0), axis=1)
         if steps.min() <= 0 or steps.max() > 1.5 * np.median(steps):
+            _refuse_unreadable(folder, files, set(names))
             raise InputError(f"{folder}: slices are missing or duplicated (slice gaps {steps.min():.2f}-"
                              f"{steps.max():.2f} mm); re-export the complete series")
     meta = {"format": "DICOM", "modality": modality, "files": len(names),
@@ -87,6 +89,23 @@ def _dicom_series(folder: Path) -> tuple[list[str], dict]:
             "convolution_kernel": str(getattr(head, "ConvolutionKernel", "")),
             "slice_thickness_mm": float(getattr(head, "SliceThickness", 0) or 0)}
     return names, meta
+
+
+def _refuse_unreadable(folder: Path, files: list[Path], series: set[str]) -> None:
+    """Name the file that broke a series: an empty file, or a DICOM file GDCM could not place in it."""
+    import pydicom
+
+    for f in sorted(files):
+        if str(f) in series or f.name.startswith("."):
+            continue
+        if f.stat().st_size == 0:
+            raise InputError(f"{folder}: empty file {f.name} (0 bytes); re-export the complete series")
+        try:
+            pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM at all: a stray file, not the missing slice
+            continue
+        raise InputError(f"{folder}: DICOM file {f.name} is truncated or corrupt (it cannot be read as part of "
+                         f"the series); re-export the complete series")
 
 
 def _check_gzip(path: Path) -> None:
@@ -105,6 +124,8 @@ def _check_gzip(path: Path) -> None:
 def _read_image(path: Path):
     import SimpleITK as sitk
 
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # our checks say what is wrong, in one line
+
     if path.is_dir():
         names, meta = _dicom_series(path)
         reader = sitk.ImageSeriesReader()
@@ -112,7 +133,9 @@ def _read_image(path: Path):
         try:
             return reader.Execute(), meta
         except RuntimeError as e:
-            raise InputError(f"Cannot read the DICOM series in {path}: {str(e).strip().splitlines()[-1]}") from e
+            bad = next((n for n in names if n in str(e)), None)
+            where = f"DICOM file {Path(bad).name} is truncated or corrupt" if bad else str(e).strip().splitlines()[-1]
+            raise InputError(f"Cannot read the DICOM series in {path}: {where}") from e
     name = path.name.lower()
     if name.endswith(".dcm"):
         raise InputError(f"{path} is a single DICOM file; give the folder holding the whole CT series")
