@@ -6,16 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from .options import ScreenOptions, add_screen_options
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="covidct-screen", description=__doc__)
     p.add_argument("input", type=Path, help="DICOM series folder, or .nrrd / .nii / .nii.gz / .mha file")
     p.add_argument("--out", type=Path, required=True, help="report folder to create")
-    p.add_argument("--model", default=None, help="model package folder or shipped model name (default: shipped model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 64 on GPU, 16 on CPU)")
-    p.add_argument("--no-heatmap", action="store_true", help="skip Grad-CAM (faster)")
-    p.add_argument("--no-lesions", action="store_true", help="skip the GGO / consolidation / streak measurement")
+    add_screen_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -45,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     bar, progress = stage_progress_bar(args.quiet)
     try:
         result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
-                                  model=args.model, device=args.device, batch_size=args.batch_size,
-                                  heatmap=not args.no_heatmap, lesions=not args.no_lesions)
+                                  **ScreenOptions.from_args(args).kwargs())
     except KeyboardInterrupt:
         print("\ncovidct-screen: cancelled; nothing was written", file=sys.stderr)
         return 130

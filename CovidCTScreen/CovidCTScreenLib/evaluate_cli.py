@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .options import add_screen_options, positive_int
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="covidct-evaluate", description=__doc__,
@@ -18,13 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class-per-folder images, a CSV 'path,label[,patient_id]' or 'study,label[,patient_id]', "
                         "a folder with one study CSV, or a folder with images/ and masks/")
     p.add_argument("--out", type=Path, required=True, help="folder to create for the results")
-    p.add_argument("--model", default=None, help="model package folder or shipped model name (default: shipped model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_screen_options(p, steps=False)
     p.add_argument("--threshold", type=float, action="append", default=[],
                    help="also report the metrics at this slice probability threshold (repeatable); the model "
                         "card's operating point is always reported")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

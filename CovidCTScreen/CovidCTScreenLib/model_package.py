@@ -22,7 +22,23 @@ from .errors import InputError
 SCHEMA_VERSION = 1
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"
-MODELS_DIR = Path(os.environ.get("COVIDCT_MODELS_DIR", Path(__file__).resolve().parents[2] / "Resources" / "Models"))
+
+
+def _models_dir() -> Path:
+    """Where the shipped model packages are: ``$COVIDCT_MODELS_DIR``, else the package data
+    ``CovidCTScreenLib/models`` of an installed wheel, else ``Resources/Models`` of the source tree (the one
+    copy in the repository; editable installs and the Slicer module read it there)."""
+    if os.environ.get("COVIDCT_MODELS_DIR"):
+        return Path(os.environ["COVIDCT_MODELS_DIR"])
+    import importlib.resources
+
+    packaged = importlib.resources.files(__package__) / "models"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "Resources" / "Models"
+
+
+MODELS_DIR = _models_dir()
 DEFAULT_MODEL = "covidct-effnetlite0-v1"
 
 

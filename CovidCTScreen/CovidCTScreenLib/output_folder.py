@@ -47,9 +47,9 @@ def _writable_parent(out: Path) -> None:
         raise InputError(f"Output {out} cannot be written: {e.strerror or e} in {parent}") from e
 
 
-def check_output_folder(out_dir: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
-    """Refuse an output folder before any work: it must be a new or empty folder (or one this package wrote,
-    with ``overwrite``), writable, not the current folder and neither inside nor around an input."""
+def check_destination(out_dir: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an output location that is the current, home or root folder, overlaps an input, or cannot be
+    written."""
     out = Path(out_dir).expanduser().resolve()
     if out == Path.cwd().resolve() or out == Path(out.anchor) or out == Path.home().resolve():
         raise InputError(f"Output {out_dir} is the current, home or root folder; give the name of a new folder")
@@ -58,6 +58,14 @@ def check_output_folder(out_dir: str | os.PathLike, overwrite: bool, inputs: Ite
         if out == src or src in out.parents or out in src.parents:
             raise InputError(f"Output {out_dir} overlaps the input {source}; the input is only read, "
                              f"so write the results to a separate folder")
+    _writable_parent(out)
+
+
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an output folder before any work: it must be a new or empty folder (or one this package wrote,
+    with ``overwrite``), and pass ``check_destination``."""
+    check_destination(out_dir, inputs)
+    out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"Output {out_dir} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -68,7 +76,6 @@ def check_output_folder(out_dir: str | os.PathLike, overwrite: bool, inputs: Ite
             raise InputError(f"Output folder {out_dir} holds files CovidCTScreen did not write (e.g. "
                              f"{', '.join(extra)}); --overwrite only replaces its own results, so choose "
                              f"another folder")
-    _writable_parent(out)
 
 
 @contextmanager

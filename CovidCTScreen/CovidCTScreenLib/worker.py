@@ -1,7 +1,7 @@
 """Out-of-process runner the Slicer widget starts, so the GUI never freezes and Cancel always works.
 
     python -m CovidCTScreenLib.worker INPUT OUT_DIR [--model M] [--device auto|cuda|cpu]
-                                      [--batch-size N] [--no-heatmap] [--cancel-file PATH]
+                                      [--batch-size N] [--no-heatmap] [--no-lesions] [--cancel-file PATH]
                                       [--evaluate [--threshold T ...]]
 
 screens one CT (``pipeline.screen_to_folder``), or with ``--evaluate`` measures the model on the
@@ -32,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .options import ScreenOptions, add_screen_options
+
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 3
 EXIT_MESSAGES = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_INPUT: "input refused", EXIT_CANCELLED: "cancelled"}
 
@@ -56,17 +58,11 @@ def parse_line(line: str) -> tuple[str, object] | None:
     return None
 
 
-def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, cancel_file=None,
-            python: str | None = None, evaluate: bool = False, thresholds=()) -> list[str]:
+def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, lesions=True,
+            cancel_file=None, python: str | None = None, evaluate: bool = False, thresholds=()) -> list[str]:
     """The worker's command line (``python`` defaults to this interpreter)."""
-    cmd = [python or sys.executable, "-m", "CovidCTScreenLib.worker", str(input_path), str(out_dir),
-           "--device", device]
-    if model:
-        cmd += ["--model", str(model)]
-    if batch_size:
-        cmd += ["--batch-size", str(int(batch_size))]
-    if not heatmap:
-        cmd.append("--no-heatmap")
+    options = ScreenOptions(model=model, device=device, batch_size=batch_size, heatmap=heatmap, lesions=lesions)
+    cmd = [python or sys.executable, "-m", "CovidCTScreenLib.worker", str(input_path), str(out_dir), *options.argv()]
     if cancel_file:
         cmd += ["--cancel-file", str(cancel_file)]
     if evaluate:
@@ -162,10 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help="CT volume file or DICOM series folder (with --evaluate: labelled data)")
     p.add_argument("out_dir", type=Path, help="report or results folder to create (must not exist or be empty)")
-    p.add_argument("--model", default=None, help="model package folder or shipped model name")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--no-heatmap", action="store_true")
+    add_screen_options(p)
     p.add_argument("--cancel-file", type=Path, default=None, help="stop when this file appears")
     p.add_argument("--evaluate", action="store_true", help="evaluate the model on labelled data (covidct-evaluate)")
     p.add_argument("--threshold", type=float, action="append", default=[], help="with --evaluate: extra threshold")
@@ -213,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .pipeline import screen_to_folder
 
-            screen_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled, model=args.model,
-                             device=args.device, batch_size=args.batch_size, heatmap=not args.no_heatmap)
+            screen_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled,
+                             **ScreenOptions.from_args(args).kwargs())
         if cancelled():  # cancel arrived while the report was being written: take it back
             if not existed:
                 shutil.rmtree(args.out_dir, ignore_errors=True)
