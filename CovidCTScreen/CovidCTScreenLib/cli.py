@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
                                   **ScreenOptions.from_args(args).kwargs())
     except KeyboardInterrupt:
-        print("\ncovidct-screen: cancelled; nothing was written", file=sys.stderr)
+        print(("\n" if bar is not None else "") + "covidct-screen: cancelled; nothing was written", file=sys.stderr)
         return 130
     except (InputError, Cancelled) as e:
-        print(f"\ncovidct-screen: error: {e}", file=sys.stderr)
+        print(("\n" if bar is not None else "") + f"covidct-screen: error: {e}", file=sys.stderr)
         return 2
     finally:
         if bar is not None:

@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                                     model=args.model, device=args.device, thresholds=tuple(args.threshold),
                                     batch_size=args.batch_size, resamples=args.bootstrap)
     except KeyboardInterrupt:
-        print("\ncovidct-evaluate: cancelled; nothing was written", file=sys.stderr)
+        print(("\n" if bar is not None else "") + "covidct-evaluate: cancelled; nothing was written", file=sys.stderr)
         return 130
     except (InputError, Cancelled) as e:
-        print(f"\ncovidct-evaluate: error: {e}", file=sys.stderr)
+        print(("\n" if bar is not None else "") + f"covidct-evaluate: error: {e}", file=sys.stderr)
         return 2
     finally:
         if bar is not None:

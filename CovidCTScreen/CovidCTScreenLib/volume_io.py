@@ -63,6 +63,7 @@ def _dicom_series(folder: Path) -> tuple[list[str], dict]:
         raise InputError(f"{folder} mixes {len(series)} DICOM series; put each series in its own folder "
                          f"(series UIDs: {', '.join(series[:4])}{' ...' if len(series) > 4 else ''})")
     names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    _refuse_unreadable(folder, files, set(names))
     try:
         head = pydicom.dcmread(names[0], stop_before_pixels=True)
     except Exception as e:  # pydicom raises several types for broken files
@@ -80,10 +81,10 @@ def _dicom_series(folder: Path) -> tuple[list[str], dict]:
     if len(positions) == len(names) > 2:
         steps = np.linalg.norm(np.diff(np.array(positions), axis=0), axis=1)
         if steps.min() <= 0 or steps.max() > 1.5 * np.median(steps):
-            _refuse_unreadable(folder, files, set(names))
             raise InputError(f"{folder}: slices are missing or duplicated (slice gaps {steps.min():.2f}-"
                              f"{steps.max():.2f} mm); re-export the complete series")
     meta = {"format": "DICOM", "modality": modality, "files": len(names),
+            **_spacing_note(positions),
             "series_instance_uid": str(getattr(head, "SeriesInstanceUID", "")),
             "manufacturer": str(getattr(head, "Manufacturer", "")),
             "convolution_kernel": str(getattr(head, "ConvolutionKernel", "")),
@@ -91,12 +92,23 @@ def _dicom_series(folder: Path) -> tuple[list[str], dict]:
     return names, meta
 
 
+def _spacing_note(positions: list) -> dict:
+    """What ITK's "non uniform sampling" warning says, as report metadata: uneven gaps within the tolerance."""
+    if len(positions) < 3:
+        return {}
+    steps = np.linalg.norm(np.diff(np.array(positions), axis=0), axis=1)
+    if steps.max() - steps.min() <= 0.1 * np.median(steps):
+        return {}
+    return {"slice_gaps_mm": [round(float(steps.min()), 3), round(float(steps.max()), 3)],
+            "slice_gaps_note": "uneven slice gaps; the volume is read as if evenly spaced"}
+
+
 def _refuse_unreadable(folder: Path, files: list[Path], series: set[str]) -> None:
     """Name the file that broke a series: an empty file, or a DICOM file GDCM could not place in it."""
     import pydicom
 
     for f in sorted(files):
-        if str(f) in series or f.name.startswith("."):
+        if str(f) in series or f.name.startswith(".") or f.name.upper() == "DICOMDIR":
             continue
         if f.stat().st_size == 0:
             raise InputError(f"{folder}: empty file {f.name} (0 bytes); re-export the complete series")
@@ -122,12 +134,15 @@ def _check_gzip(path: Path) -> None:
 
 
 def _read_image(path: Path):
+    import warnings
+
     import SimpleITK as sitk
 
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # our checks say what is wrong, in one line
-
     if path.is_dir():
-        names, meta = _dicom_series(path)
+        with warnings.catch_warnings():  # pydicom's remarks on odd header values: not the user's concern here
+            warnings.simplefilter("ignore")
+            names, meta = _dicom_series(path)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(names)
         try:
