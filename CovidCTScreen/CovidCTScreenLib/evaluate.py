@@ -111,9 +111,10 @@ def evaluate_to_folder(data, out_dir: str | os.PathLike, overwrite: bool = False
     from .evaluation_plots import write_plots
     from .output_folder import atomic_folder, check_output_folder
 
-    check_output_folder(out_dir, overwrite, inputs=[data])
+    source = detect_data(data)[1]  # a study list's CSV, or the image folder (results may sit beside a CSV)
+    check_output_folder(out_dir, overwrite, inputs=[source])
     result = evaluate(data, progress=progress, **kwargs)
-    with atomic_folder(out_dir, overwrite, inputs=[data]) as tmp:
+    with atomic_folder(out_dir, overwrite, inputs=[source]) as tmp:
         result.document["files"] = {"metrics": "metrics.json", "predictions": "predictions.csv",
                                     **write_plots(result, tmp)}
         _write_rows(result.rows, tmp / "predictions.csv")

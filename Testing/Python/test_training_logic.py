@@ -76,6 +76,6 @@ def test_evaluate_section_runs_covidct_evaluate(module, tmp_path):
     assert result["metrics"]["data"]["items"] == 6 and events[-1] == 1.0 and not logic.isEvaluating
     with pytest.raises(ValueError, match="does not exist"):
         logic.evaluate(tmp_path / "missing", tmp_path / "r2")
-    with pytest.raises(RuntimeError, match="Input refused: .*lesion segmentation model"):
+    with pytest.raises(RuntimeError, match="Input refused: .*lesion-segmentation model"):
         logic.evaluate(DATA / "infnet-semiseg" / "multiclass", tmp_path / "r3", device="cpu")
     assert not (tmp_path / "r3").exists()
