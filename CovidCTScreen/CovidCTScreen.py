@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__, model_package, worker
+from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__, model_package, process_runner, worker
 
 # Source tree and installed extension have the same layout: <root>/CovidCTScreen.py beside
 # <root>/CovidCTScreenLib/, and the shared resources in <root>/../Resources (see CMakeLists.txt).
@@ -211,6 +211,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self.logic is not None and self.logic.isRunning:
             self.logic.cancel()
+        if self.logic is not None:
+            self.logic.removeWorkFolder()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -460,59 +462,19 @@ def mrmlGlue():
 #
 
 
-class _QtWorkerRun:
-    """The worker as a qt.QProcess, polled by a qt.QTimer so the GUI stays responsive."""
+def pollWithTimer(job, onFinished, intervalMs: int = 200):
+    """Drive a ``process_runner`` job from a qt.QTimer (the GUI stays responsive); ``onFinished()`` at the end."""
+    timer = qt.QTimer()
+    timer.setInterval(intervalMs)
 
-    POLL_MS = 200
-    KILL_AFTER_MS = 10000
+    def poll():
+        if job.poll():
+            timer.stop()
+            onFinished()
 
-    def __init__(self, cmd, env, cancelFile, onProgress, onFinished):
-        self.cancelFile = Path(cancelFile)
-        self.onProgress, self.onFinished = onProgress, onFinished
-        self.message, self.buffer, self.stderrTail, self.cancelled = "", "", "", False
-        self.process = qt.QProcess()
-        processEnv = qt.QProcessEnvironment()
-        for key, value in env.items():
-            processEnv.insert(key, value)
-        self.process.setProcessEnvironment(processEnv)
-        self.process.setProgram(cmd[0])
-        self.process.setArguments(cmd[1:])
-        self.timer = qt.QTimer()
-        self.timer.setInterval(self.POLL_MS)
-        self.timer.connect("timeout()", self.poll)
-        self.process.start()
-        self.timer.start()
-
-    def poll(self) -> None:
-        self.buffer += bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
-        self.stderrTail = (self.stderrTail
-                           + bytes(self.process.readAllStandardError().data()).decode(errors="replace"))[-4000:]
-        *lines, self.buffer = self.buffer.split("\n")
-        for line in lines:
-            event = worker.parse_line(line)
-            if event and event[0] == "progress" and self.onProgress:
-                self.onProgress(*event[1])
-            elif event and event[0] in ("error", "done"):
-                self.message = event[1]
-        if self.process.state() == qt.QProcess.NotRunning:
-            self.timer.stop()
-            if self.process.exitStatus() == qt.QProcess.CrashExit:
-                code = worker.EXIT_CANCELLED if self.cancelled else worker.EXIT_FAILED
-            else:
-                code = self.process.exitCode()
-            if code != worker.EXIT_OK and not self.message:
-                tail = self.stderrTail.strip().splitlines()
-                self.message = tail[-1] if tail else worker.EXIT_MESSAGES.get(code, f"exit code {code}")
-            self.onFinished(code, self.message)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.cancelFile.touch()
-        qt.QTimer.singleShot(self.KILL_AFTER_MS, self._kill)
-
-    def _kill(self) -> None:
-        if self.process.state() != qt.QProcess.NotRunning:
-            self.process.kill()
+    timer.connect("timeout()", poll)
+    timer.start()
+    return timer
 
 
 class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
@@ -523,9 +485,11 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         result["report"]["verdict"]["label"], result["segmentation"], result["heatmap"], result["table"]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, runner=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.runner = runner or process_runner.start  # tests pass a fake with the same signature
         self.lastResult = None
+        self._workDir = None
         self._run = None
         self._dependenciesChecked = False
 
@@ -615,6 +579,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         volume = glue.ct_volume_from_node(inputVolumeNode)  # refuses label maps, vector and empty volumes
         validate_ct(volume)  # the same refusals as files: no HU, not a chest CT, too few slices
         del volume
+        self.removeWorkFolder()  # the previous run's report folder: its nodes are loaded, a new run replaces it
         workDir = Path(tempfile.mkdtemp(prefix="CovidCTScreen-", dir=slicer.app.temporaryPath
                                         if hasattr(slicer, "app") else None))
         inputFile = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd")
@@ -639,21 +604,22 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
                                              heatmap_volume_node=nodes.get("heatmap"),
                                              table_node=nodes.get("table"), chart_node=nodes.get("chart"))
             loaded["reportFolder"] = str(outDir)
+            self._workDir = workDir  # kept for Export report until the next run or removeWorkFolder()
             loaded["seconds"] = _now() - started
             self.lastResult = loaded
             return loaded, None
 
-        if waitForCompletion:
-            def progress(stage, fraction):
-                if progressCallback:
-                    progressCallback(stage, fraction)
-                if hasattr(slicer, "app"):
-                    slicer.app.processEvents()
+        def progress(stage, fraction):
+            if progressCallback:
+                progressCallback(stage, fraction)
+            if waitForCompletion and hasattr(slicer, "app"):  # a blocking run keeps the GUI painted
+                slicer.app.processEvents()
 
-            self._run = "blocking"
+        job = self.runner(cmd, env, cancelFile, process_runner.Callbacks(progress=progress))
+        if waitForCompletion:
+            self._run = job
             try:
-                code, message = worker.run(inputFile, outDir, progress=progress, python=pythonExecutable(),
-                                           model=model, device=device, heatmap=heatmap)
+                code, message = job.wait()
             finally:
                 self._run = None
             result, error = finish(code, message)
@@ -661,21 +627,28 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError(error)
             return result
 
-        def onFinished(code, message):
+        def onFinished():
             try:
-                result, error = finish(code, message)
+                result, error = finish(job.result, job.message)
             except Exception as e:  # loading the nodes failed: nothing was added (mrml is all-or-nothing)
                 logging.exception("loading CovidCTScreen results failed")
                 result, error = None, f"Failed: {e}"
             if completedCallback:
                 completedCallback(result, error)
 
-        self._run = _QtWorkerRun(cmd, env, cancelFile, progressCallback, onFinished)
+        self._run = job
+        self._timer = pollWithTimer(job, onFinished)
         return None
 
     def cancel(self) -> None:
-        if isinstance(self._run, _QtWorkerRun):
+        if self._run is not None:
             self._run.cancel()
+
+    def removeWorkFolder(self) -> None:
+        """Delete the temporary folder of the last successful run (the widget calls it on cleanup)."""
+        if self._workDir is not None:
+            shutil.rmtree(self._workDir, ignore_errors=True)
+            self._workDir = None
 
     def verdict(self, result, sliceThreshold=None) -> dict:
         """The report's verdict, or the verdict recomputed with another slice threshold (display only)."""

@@ -7,11 +7,8 @@
 screens one CT (``pipeline.screen_to_folder``), or with ``--evaluate`` measures the model on the
 labelled data set INPUT (``evaluate.evaluate_to_folder``).
 
-stdout carries one machine-readable line per event (``parse_line`` reads them):
-
-    PROGRESS <fraction 0..1> <stage>
-    DONE <out_dir>
-    ERROR <one-line message>
+stdout carries one line per event in the protocol of ``process_runner`` (PROGRESS, DONE, ERROR), which
+also starts, watches and cancels this worker for the Slicer modules and ``run``.
 
 Exit codes: 0 done, 2 unusable input or model (``InputError``), 3 cancelled (SIGTERM, SIGINT or the
 cancel file), 1 unexpected failure (traceback on stderr). The report folder appears all at once
@@ -27,35 +24,13 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
 
 from .options import ScreenOptions, add_screen_options
-
-EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_CANCELLED = 0, 1, 2, 3
-EXIT_MESSAGES = {EXIT_OK: "done", EXIT_FAILED: "failed", EXIT_INPUT: "input refused", EXIT_CANCELLED: "cancelled"}
-
-
-def format_progress(stage: str, fraction: float) -> str:
-    return f"PROGRESS {max(0.0, min(1.0, fraction)):.4f} {stage}"
-
-
-def parse_line(line: str) -> tuple[str, object] | None:
-    """('progress', (stage, fraction)), ('done', out_dir), ('error', message), or None for other output."""
-    line = line.strip()
-    if line.startswith("PROGRESS "):
-        parts = line.split(" ", 2)
-        try:
-            return "progress", (parts[2] if len(parts) > 2 else "", float(parts[1]))
-        except ValueError:
-            return None
-    if line.startswith("DONE "):
-        return "done", line[5:]
-    if line.startswith("ERROR "):
-        return "error", line[6:]
-    return None
+from .process_runner import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INPUT, EXIT_MESSAGES, EXIT_OK,  # noqa: F401
+                             Callbacks, format_progress, parse_line, python_environment, start)
 
 
 def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, lesions=True,
@@ -73,14 +48,8 @@ def command(input_path, out_dir, model=None, device="auto", batch_size=None, hea
 
 
 def environment(extra_paths: list[str] | None = None) -> dict:
-    """Environment for the worker: the folder holding CovidCTScreenLib first on PYTHONPATH, unbuffered output."""
-    env = dict(os.environ)
-    paths = [str(Path(__file__).resolve().parents[1])] + list(extra_paths or [])
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    """Environment for the worker process (``process_runner.python_environment``)."""
+    return python_environment(extra_paths)
 
 
 def run(input_path, out_dir, progress: Callable[[str, float], None] | None = None,
@@ -88,64 +57,25 @@ def run(input_path, out_dir, progress: Callable[[str, float], None] | None = Non
         **kwargs) -> tuple[int, str]:
     """Run the worker as a child process and wait (console, batch, tests). Returns (exit code, message).
 
-    ``cancel()`` is polled; when it turns true the worker is asked to stop (cancel file) and is
-    killed if it has not stopped 10 s later.
+    ``cancel()`` is polled; when it turns true the worker is asked to stop (cancel file) and its process tree
+    is killed if it has not stopped 10 s later.
     """
     import tempfile
-    import threading
-    import time
 
     cancel_dir = tempfile.mkdtemp(prefix="covidct-cancel-")
     cancel_file = Path(cancel_dir) / "cancel"
-    proc = subprocess.Popen(command(input_path, out_dir, cancel_file=cancel_file, python=python, **kwargs),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
-    message, stderr_tail = "", []
-
-    def read_stderr():
-        for line in proc.stderr:
-            stderr_tail.append(line)
-            del stderr_tail[:-40]
-
-    threading.Thread(target=read_stderr, daemon=True).start()
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    seen, cancel_sent = 0, None
     try:
-        while True:
-            done = proc.poll() is not None
-            while seen < len(lines):
-                event = parse_line(lines[seen])
-                seen += 1
-                if event and event[0] == "progress" and progress:
-                    progress(*event[1])
-                elif event and event[0] in ("error", "done"):
-                    message = event[1]
-            if done and not reader.is_alive():
-                break
-            if cancel_sent is None and cancel and cancel():
-                cancel_file.touch()
-                cancel_sent = time.monotonic()
-            if cancel_sent is not None and time.monotonic() - cancel_sent > 10 and proc.poll() is None:
-                proc.kill()
-            time.sleep(poll_s)
+        job = start(command(input_path, out_dir, cancel_file=cancel_file, python=python, **kwargs),
+                    env=environment(), cancel_file=cancel_file, callbacks=Callbacks(progress=progress))
+        code, message = job.wait(cancel, poll_s)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(cancel_dir, ignore_errors=True)
-    code = proc.returncode
-    if code < 0 or code == 137:  # killed by a signal: treat as cancelled, and make sure nothing is left
-        code = EXIT_CANCELLED
     if code != EXIT_OK:
-        _remove_partial(out_dir)
-        if not message:
-            message = "".join(stderr_tail).strip().splitlines()[-1] if "".join(stderr_tail).strip() \
-                else EXIT_MESSAGES.get(code, f"exit code {code}")
+        remove_partial(out_dir)
     return code, message
 
 
-def _remove_partial(out_dir) -> None:
+def remove_partial(out_dir) -> None:
     """Delete the hidden ``.<name>.partial-*`` folders a killed writer may leave beside ``out_dir``."""
     out = Path(out_dir)
     if out.parent.is_dir():
@@ -171,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum, frame):
         if stop["requested"]:  # second request: stop now; the report folder is only ever renamed into place
-            _remove_partial(args.out_dir)
+            remove_partial(args.out_dir)
             os._exit(EXIT_CANCELLED)
         stop["requested"] = True
 
@@ -190,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(message).split())
         print(f"ERROR {message}", flush=True)
         print(f"covidct-worker: {EXIT_MESSAGES[code]}: {message}", file=sys.stderr, flush=True)
-        _remove_partial(args.out_dir)
+        remove_partial(args.out_dir)
         return code
 
     from .errors import Cancelled, InputError
