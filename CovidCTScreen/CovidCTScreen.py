@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__, model_package, process_runner, worker
+from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__, model_package, options, process_runner, worker
 
 # Source tree and installed extension have the same layout: <root>/CovidCTScreen.py beside
 # <root>/CovidCTScreenLib/, and the shared resources in <root>/../Resources (see CMakeLists.txt).
@@ -31,7 +31,8 @@ SAMPLE_NAME = "Lung_Dx-A0002_chestCT.nrrd"
 SAMPLE_SHA256 = "a6a1238b45936e0cbd1092844019cd98043c2de411467093aac04bb8bccecf03"
 USER_MODELS_KEY = "CovidCTScreen/UserModels"  # QSettings: model package folders added by the user or trained
 TORCH_REQUIREMENT = ">=2.2"
-DEVICES = ["auto", "cuda", "cpu"]
+DEVICES = list(options.DEVICES)
+SCREEN_OPTION_DEFAULTS = options.SCREEN_OPTION_DEFAULTS
 
 
 def resourcePath(relative: str) -> str:
@@ -61,30 +62,7 @@ def modelCardSummary(name: str = model_package.DEFAULT_MODEL) -> str:
         card = json.loads(card_path.read_text())
     except (OSError, ValueError):
         return f"<p><b>Model {name}:</b> model card not found at {card_path}.</p>"
-    training, validation = card.get("training", {}), card.get("validation", {})
-    lines = [f"<p><b>Model {card.get('name', name)}</b> ({card.get('architecture', '?')}): "
-             f"{card.get('task', '')}.</p>",
-             "<ul>",
-             f"<li>Method: {training.get('method', 'not recorded')}</li>",
-             f"<li>Training data: {training.get('dataset', '')} {training.get('train', 'not recorded')}</li>",
-             f"<li>Validation data: {validation.get('split', 'not recorded')}</li>"]
-    for key, title in (("at_0.5", "at threshold 0.5"), ("at_operating_point", "at the operating point")):
-        m = validation.get(key)
-        if isinstance(m, dict):
-            metrics = ", ".join(f"{k} {m[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "f1", "accuracy")
-                                if isinstance(m.get(k), (int, float)))
-            lines.append(f"<li>Validation {title}: {metrics}</li>")
-    op, rule = card.get("operating_point", {}), card.get("study_rule", {})
-    if "slice_threshold" in op:
-        lines.append(f"<li>Slice threshold {op['slice_threshold']:.3f} ({op.get('chosen_by', '')}); "
-                     f"study positive when more than {rule.get('min_fraction', 0):.0%} of lung slices reach it</li>")
-    if training.get("command"):
-        lines.append(f"<li>Reproduce: <code>{training['command']}</code></li>")
-    lines.append("</ul>")
-    unsupported = card.get("unsupported_classes") or {}
-    if unsupported:
-        lines.append("<p>Not assessed: " + "; ".join(f"{k} ({v})" for k, v in unsupported.items()) + "</p>")
-    return "\n".join(lines)
+    return model_package.card_html(card)
 
 
 #
@@ -153,17 +131,20 @@ class CovidCTScreenParameterNode:
     overrideThreshold / sliceThreshold - recompute the verdict with another slice threshold than the model's.
     heatmapOpacity - foreground opacity of the heatmap over the CT.
     computeHeatmap - run Grad-CAM (slower; off gives scores only).
+    computeLesions - measure GGO / consolidation extent and fibrotic streak candidates.
+    model, device, computeHeatmap and computeLesions default to CovidCTScreenLib.options (the CLI's options).
     output* - nodes to fill (created on Apply when empty).
     reportFolder - the report folder of the last run.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     model: str = model_package.DEFAULT_MODEL
-    device: Annotated[str, Choice(DEVICES)] = "auto"
+    device: Annotated[str, Choice(DEVICES)] = SCREEN_OPTION_DEFAULTS["device"]
     overrideThreshold: bool = False
     sliceThreshold: Annotated[float, WithinRange(0.01, 0.99)] = 0.5
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
-    computeHeatmap: bool = True
+    computeHeatmap: bool = SCREEN_OPTION_DEFAULTS["heatmap"]
+    computeLesions: bool = SCREEN_OPTION_DEFAULTS["lesions"]
     outputSegmentation: vtkMRMLSegmentationNode
     outputHeatmap: vtkMRMLScalarVolumeNode
     outputTable: vtkMRMLTableNode
@@ -330,7 +311,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.show()
             self.ui.statusLabel.text = "Starting..."
             self.logic.process(p.inputVolume, model=p.model, device=p.device, waitForCompletion=False,
-                               heatmap=p.computeHeatmap, heatmapOpacity=p.heatmapOpacity,
+                               heatmap=p.computeHeatmap, lesions=p.computeLesions, heatmapOpacity=p.heatmapOpacity,
                                outputNodes={"segmentation": p.outputSegmentation, "heatmap": p.outputHeatmap,
                                             "table": p.outputTable, "chart": p.outputChart},
                                progressCallback=self.onProgress, completedCallback=self.onCompleted)
@@ -518,7 +499,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     def availableModels(self) -> list:
         """[(label, reference)]: shipped models (by name) then the user's model folders (by path)."""
         models = [(f"{name} (shipped)" if name == model_package.DEFAULT_MODEL else name, name)
-                  for name in model_package.available_models()]
+                  for name in model_package.available_models(task=model_package.SLICE_CLASSIFICATION)]
         models += [(f"{Path(p).name} ({p})", p) for p in self.userModels()]
         return models or [(f"{model_package.DEFAULT_MODEL} (missing)", model_package.DEFAULT_MODEL)]
 
@@ -565,7 +546,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     # -- processing
 
     def process(self, inputVolumeNode, model=None, device="auto", waitForCompletion=True, heatmap=True,
-                heatmapOpacity=0.4, outputNodes=None, progressCallback=None, completedCallback=None):
+                heatmapOpacity=0.4, outputNodes=None, progressCallback=None, completedCallback=None, lesions=True,
+                batchSize=None):
         """Screen ``inputVolumeNode`` (never modified). With ``waitForCompletion`` (console, batch, tests) it
         blocks and returns {"report", "segmentation", "heatmap", "table", "chart", "reportFolder", ...} or
         raises; otherwise it returns None at once and calls ``completedCallback(result, error)`` later."""
@@ -585,8 +567,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         inputFile = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd")
         outDir = workDir / "report"
         cancelFile = workDir / "cancel"
-        cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap,
-                             cancel_file=cancelFile, python=pythonExecutable())
+        cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap, lesions=lesions,
+                             batch_size=batchSize, cancel_file=cancelFile, python=pythonExecutable())
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()

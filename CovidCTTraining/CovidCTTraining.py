@@ -312,19 +312,8 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 def formatMetrics(card: dict) -> str:
-    """HTML summary of the validation metrics in a model card."""
-    val = card.get("validation", {})
-    rows = []
-    for key, title in (("at_0.5", "threshold 0.5"), ("at_operating_point", "operating point")):
-        m = val.get(key) or {}
-        cells = ", ".join(f"{k} {m[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "f1", "accuracy")
-                          if isinstance(m.get(k), (int, float)))
-        if cells:
-            rows.append(f"<li>{title}: {cells}</li>")
-    threshold = card.get("operating_point", {}).get("slice_threshold")
-    return (f"<b>{card.get('name', '')}</b> validated on {val.get('split', '?')}<ul>{''.join(rows)}</ul>"
-            + (f"Slice threshold {threshold:.3f}; temperature {card.get('calibration', {}).get('temperature', 1):.3f}"
-               if isinstance(threshold, (int, float)) else ""))
+    """HTML summary of a model card (``model_package.card_html``, the one renderer)."""
+    return model_package.card_html(card)
 
 
 #

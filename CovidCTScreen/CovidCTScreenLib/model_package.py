@@ -161,6 +161,14 @@ def card_summary(card: dict) -> list[str]:
     return lines
 
 
+def card_html(card: dict) -> str:
+    """``card_summary`` as escaped HTML (the Slicer modules' labels)."""
+    import html
+
+    first, *rest = card_summary(card)
+    return f"<p><b>{html.escape(first)}</b></p><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in rest) + "</ul>"
+
+
 @dataclass
 class ModelPackage:
     path: Path
