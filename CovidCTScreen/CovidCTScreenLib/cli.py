@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,37 @@ def stage_progress_bar(quiet: bool):
     return bar, progress
 
 
+def run_interruptibly(job, out_dir):
+    """``job(cancel)`` on a worker thread, so Ctrl-C acts at once even inside a long torch operation (the main
+    thread only waits, in Python). On Ctrl-C the job is told to stop, its partial output is removed and
+    KeyboardInterrupt propagates; the report folder only ever appears whole (atomic rename)."""
+    import threading
+
+    from .worker import remove_partial
+
+    box: dict = {}
+    stop = threading.Event()
+
+    def target():
+        try:
+            box["result"] = job(stop.is_set)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread as it is
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        stop.set()
+        remove_partial(out_dir)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import Cancelled, InputError
@@ -42,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
     bar, progress = stage_progress_bar(args.quiet)
     try:
-        result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
-                                  **ScreenOptions.from_args(args).kwargs())
+        result = run_interruptibly(lambda cancel: screen_to_folder(
+            args.input, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel,
+            **ScreenOptions.from_args(args).kwargs()), args.out)
     except KeyboardInterrupt:
         print(("\n" if bar is not None else "") + "covidct-screen: cancelled; nothing was written", file=sys.stderr)
-        return 130
+        sys.stderr.flush()
+        os._exit(130)  # the job thread may still be inside a torch operation: do not wait for it
     except (InputError, Cancelled) as e:
         print(("\n" if bar is not None else "") + f"covidct-screen: error: {e}", file=sys.stderr)
         return 2

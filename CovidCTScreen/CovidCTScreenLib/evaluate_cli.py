@@ -7,6 +7,7 @@ for segmentation) into --out, all at once or not at all. Research use only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -57,18 +58,20 @@ def summary_lines(document: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .cli import stage_progress_bar
+    from .cli import run_interruptibly, stage_progress_bar
     from .errors import Cancelled, InputError
     from .evaluate import evaluate_to_folder
 
     bar, progress = stage_progress_bar(args.quiet)
     try:
-        result = evaluate_to_folder(args.data, args.out, overwrite=args.overwrite, progress=progress,
-                                    model=args.model, device=args.device, thresholds=tuple(args.threshold),
-                                    batch_size=args.batch_size, resamples=args.bootstrap)
+        result = run_interruptibly(lambda cancel: evaluate_to_folder(
+            args.data, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel, model=args.model,
+            device=args.device, thresholds=tuple(args.threshold), batch_size=args.batch_size,
+            resamples=args.bootstrap), args.out)
     except KeyboardInterrupt:
         print(("\n" if bar is not None else "") + "covidct-evaluate: cancelled; nothing was written", file=sys.stderr)
-        return 130
+        sys.stderr.flush()
+        os._exit(130)  # the job thread may still be inside a torch operation: do not wait for it
     except (InputError, Cancelled) as e:
         print(("\n" if bar is not None else "") + f"covidct-evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -191,3 +191,26 @@ def test_itk_and_pydicom_warnings_do_not_reach_the_terminal(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stderr == "", run.stderr
     assert json.loads(run.stdout) == [6.0, 10.0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_acts_at_once_during_grad_cam(tmp_path):
+    """Ctrl-C took up to 15 s during Grad-CAM (a torch operation does not return to Python): the CLI now waits
+    on a job thread, so it exits 130 at once, leaving nothing behind."""
+    import signal
+    import time
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "CovidCTScreenLib.cli", str(SAMPLE_CT), "--out",
+                             str(tmp_path / "out"), "--device", "cpu", "--no-lesions"], stderr=subprocess.PIPE, env=env)
+    seen = b""
+    while b"grad-cam" not in seen:
+        chunk = os.read(proc.stderr.fileno(), 256)
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 3.0, (proc.returncode, time.monotonic() - t0)
+    assert list(tmp_path.iterdir()) == []
