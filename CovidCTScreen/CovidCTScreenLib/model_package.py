@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .preprocess import LUNG_WINDOW
 
 SCHEMA_VERSION = 1
 CARD_NAME = "model.json"
@@ -110,7 +111,8 @@ class ModelCard:
         if task is None:
             problems.append(f"task {card.get('task')!r} is not one of {sorted(TASKS)}")
         labels = get("labels", list, lambda v: len(v) >= 2 and all(isinstance(x, str) for x in v), [])
-        window = get("input.hu_window", list, lambda v: len(v) == 2 and v[0] < v[1], [-1100.0, 100.0])
+        window = get("input.hu_window", list, lambda v: len(v) == 2 and v[0] < v[1], list(LUNG_WINDOW),
+                     required=task != LESION_SEGMENTATION)  # lesion cards default to the lung window
         fields = dict(name=get("name", str, bool, ""), task=task or "", labels=tuple(labels),
                       weights_sha256=get("weights_sha256", str, lambda v: len(v) == 64, ""),
                       hu_window=(float(window[0]), float(window[1])))
