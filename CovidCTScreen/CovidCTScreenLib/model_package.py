@@ -178,6 +178,7 @@ class ModelPackage:
     info: ModelCard | None = None
 
     def __post_init__(self):
+        self.path = Path(self.path)
         if self.info is None:
             self.info = ModelCard.from_dict(self.card, str(self.path / CARD_NAME))
 
