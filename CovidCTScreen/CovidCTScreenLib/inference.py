@@ -49,7 +49,7 @@ def select_device(device: str = "auto"):
 
 
 def default_batch_size(device) -> int:
-    """64 on a GPU; 4 on CPU (faster than 16 there, and a cancel request is answered within a batch)."""
+    """64 on a GPU; 4 on CPU (as fast as 16 there, and a cancel request is answered after one small batch)."""
     return 64 if device.type == "cuda" else 4
 
 
