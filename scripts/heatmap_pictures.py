@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
 PICTURES = {"sample_key_slice.png": REPO / "Resources" / "SampleData" / "Lung_Dx-A0002_chestCT.nrrd",
-            "gradcam_P002_key_slice.png": REPO.parent / "shared" / "data" / "covid-ct-md" / "COVID-19 subjects" / "P002"}
+            "gradcam_P002_key_slice.png": DATA / "covid-ct-md" / "COVID-19 subjects" / "P002"}
 
 
 def main() -> None:

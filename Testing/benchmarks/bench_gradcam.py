@@ -102,10 +102,11 @@ def main() -> None:
             b16_s.append(time.perf_counter() - t)
         old, new = np.median(old_s, axis=0), np.median(new_s, axis=0)
         print(f"{name}: {len(slices.indices)} lung slices of {volume.shape[0]}, load {os.getloadavg()[0]:.1f}")
-        print(f"  former:  classifier + Grad-CAM {old[0]:6.2f} s, heatmap volume {old[1]:5.2f} s, total {old.sum():6.2f} s")
-        print(f"  current: classifier + Grad-CAM {new[0]:6.2f} s, heatmap volume {new[1]:5.2f} s, total {new.sum():6.2f} s"
-              f"  -> {new.sum() / old.sum():.2f}x")
-        print(f"  current at batch 16: classifier + Grad-CAM {np.median(b16_s):6.2f} s (batch size's share of the gain)")
+        for label, (net_s, heat_s) in (("former: ", old), ("current:", new)):
+            print(f"  {label} classifier + Grad-CAM {net_s:6.2f} s, heatmap volume {heat_s:5.2f} s, "
+                  f"total {net_s + heat_s:6.2f} s")
+        print(f"  current / former: {new.sum() / old.sum():.2f}x; current at batch 16: classifier + Grad-CAM "
+              f"{np.median(b16_s):6.2f} s (the batch size's share of the gain)")
         print(f"  max |P(current) - P(former)| = {np.abs(p_new - p_old).max():.1e}; "
               f"cancel requested 1 s in, stopped after {cancel_latency(package, net, slices.images, device):.2f} s")
 
