@@ -20,10 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 # SimpleITK, numpy: Slicer's own builds, never replaced
 SLICER_PROVIDED = {"torch", "torchvision", "simpleitk", "numpy"}
 HEADERS = {
-    "requirements.txt": "# Python packages CovidCTScreen needs inside 3D Slicer, installed on first Apply with\n"
-                        "# slicer.packaging.pip_ensure (Slicer >= 5.12) or slicer.util.pip_install (older releases).\n"
-                        "# Minimum versions only. Not listed on purpose (Slicer or the PyTorch extension provide them):\n"
-                        "#   " + ", ".join(sorted(SLICER_PROVIDED)) + "\n",
+    "requirements.txt": (
+        "# Python packages CovidCTScreen needs inside 3D Slicer, installed on first Apply with\n"
+        "# slicer.packaging.pip_ensure (Slicer >= 5.12) or slicer.util.pip_install (older releases).\n"
+        "# Minimum versions only. Not listed on purpose (Slicer or the PyTorch extension provide them):\n"
+        "#   " + ", ".join(sorted(SLICER_PROVIDED)) + "\n"),
     "requirements-training.txt": "# Extra packages for the CovidCTTraining module (on top of requirements.txt).\n",
 }
 

@@ -194,15 +194,15 @@ class ModelPackage:
 
     @property
     def name(self) -> str:
-        return self.card["name"]
+        return self.info.name
 
     @property
     def labels(self) -> list[str]:
-        return self.card["labels"]
+        return list(self.info.labels)
 
     @property
     def positive_index(self) -> int:
-        return self.labels.index(self.card["positive_label"])
+        return self.info.positive_index
 
     def build(self, device: str = "cpu"):
         """The network with verified weights, in eval mode on ``device``."""

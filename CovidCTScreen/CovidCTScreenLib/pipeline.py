@@ -83,8 +83,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
 
     t = time.perf_counter()
     mask = lung_mask(volume.hu, volume.spacing)
-    spec = package.card["input"]
-    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, spec["spatial_shape"][0], tuple(spec["hu_window"]))
+    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, package.info.input_size, package.info.hu_window)
     timings["lung_mask_s"] = time.perf_counter() - t
     _stage_reporter(progress, "lung mask")(1.0)
     check_cancel()
@@ -97,8 +96,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     timings["inference_s"] = time.perf_counter() - t
 
     pos = probabilities[:, package.positive_index]
-    verdict = study_verdict(slices.indices, pos, package.card["operating_point"]["slice_threshold"],
-                            package.card["study_rule"]["min_fraction"])
+    verdict = study_verdict(slices.indices, pos, package.info.slice_threshold, package.info.study_min_fraction)
     heat = None
     if heatmap:
         check_cancel()

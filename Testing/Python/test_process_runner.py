@@ -21,7 +21,8 @@ def test_protocol_round_trip():
     assert parse_line(format_progress("x", 7)) == ("progress", ("x", 1.0))
     assert parse_line(format_status({"epoch": 2, "epochs": 5, "val_auc": 0.8})) == \
         ("status", {"epoch": 2, "epochs": 5, "val_auc": 0.8})
-    assert parse_line("DONE /tmp/out") == ("done", "/tmp/out") and parse_line("ERROR bad input") == ("error", "bad input")
+    assert parse_line("DONE /tmp/out") == ("done", "/tmp/out")
+    assert parse_line("ERROR bad input") == ("error", "bad input")
     for other in ("training:  40%|####  | 2/5", "PROGRESS abc stage", "STATUS [1]", "", "DONE"):
         assert parse_line(other) is None
 
@@ -59,7 +60,8 @@ def test_cancel_kills_the_whole_process_tree(tmp_path):
     cmd = _child(tmp_path, f"""
         import signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        g = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+        ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+        g = subprocess.Popen([sys.executable, "-c", ignore_term])
         open({str(pid_file)!r}, "w").write(str(g.pid))
         print("PROGRESS 0.1000 working", flush=True)
         time.sleep(600)
