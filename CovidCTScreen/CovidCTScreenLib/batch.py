@@ -141,6 +141,5 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-
 if __name__ == "__main__":
     raise SystemExit(main())
