@@ -16,12 +16,12 @@ import numpy as np
 from .errors import Cancelled
 from .lung_mask import LungMask, lung_mask
 from .manifestations import Manifestations
-from .model_package import ModelPackage, load_package
+from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
 from .verdict import Verdict, study_verdict
 from .volume_io import CTVolume, load_ct, validate_ct
 
 # Progress stages and the share of the run each one ends at.
-STAGES = {"load": 0.05, "lung mask": 0.2, "inference": 0.35, "grad-cam": 0.7, "lesions": 0.95, "report": 1.0}
+STAGES = {"load": 0.05, "lung mask": 0.2, "inference": 0.6, "grad-cam": 0.65, "lesions": 0.95, "report": 1.0}
 Progress = Callable[[str, float], None]
 
 
@@ -112,9 +112,8 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
 
 
 def _screen(source, model, device, batch_size, heatmap, lesions, progress, cancel, lesion_net) -> ScreenResult:
-    from .explain import gradcam_maps, to_volume
-    from .inference import calibrated_probabilities, lung_slices, select_device
-    from .networks import gradcam_layer
+    from .explain import to_volume
+    from .inference import lung_slices, probabilities_and_gradcam, select_device
 
     def check_cancel() -> None:
         if cancel and cancel():
@@ -123,6 +122,7 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
     timings = {}
     t = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_package(model)
+    package.require(SLICE_CLASSIFICATION, "screening a CT")
     dev = select_device(device)
     if isinstance(source, CTVolume):
         volume = source
@@ -135,28 +135,25 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
 
     t = time.perf_counter()
     mask = lung_mask(volume.hu, volume.spacing)
-    spec = package.card["input"]
-    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, spec["spatial_shape"][0], tuple(spec["hu_window"]))
+    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, package.info.input_size, package.info.hu_window)
     timings["lung_mask_s"] = time.perf_counter() - t
     _stage_reporter(progress, "lung mask")(1.0)
     check_cancel()
 
     t = time.perf_counter()
     net = package.build(dev)
-    probabilities = calibrated_probabilities(package, net, slices.images, dev, batch_size,
-                                             _stage_reporter(progress, "inference"), cancel)
+    # one classifier pass per slice (and its mirror) gives the probabilities and the Grad-CAM
+    probabilities, cams = probabilities_and_gradcam(package, net, slices.images, dev, batch_size,
+                                                    _stage_reporter(progress, "inference"), cancel, heatmap)
     timings["inference_s"] = time.perf_counter() - t
 
     pos = probabilities[:, package.positive_index]
-    verdict = study_verdict(slices.indices, pos, package.card["operating_point"]["slice_threshold"],
-                            package.card["study_rule"]["min_fraction"])
+    verdict = study_verdict(slices.indices, pos, package.info.slice_threshold, package.info.study_min_fraction)
     heat = None
     if heatmap:
+        check_cancel()
         t = time.perf_counter()
-        maps = gradcam_maps(net, gradcam_layer(package.card["architecture"]), slices.images,
-                            package.positive_index, dev, batch_size or 16, _stage_reporter(progress, "grad-cam"),
-                            cancel)
-        heat = to_volume(maps, pos, slices.indices, slices.box, volume.shape, mask.lungs)
+        heat = to_volume(cams, pos, slices.indices, slices.box, volume.shape, mask.lungs)
         timings["gradcam_s"] = time.perf_counter() - t
     _stage_reporter(progress, "grad-cam")(1.0)
     check_cancel()
@@ -183,7 +180,7 @@ def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, over
     from .output_folder import check_output_folder
     from .report import write_report
 
-    check_output_folder(out_dir, overwrite)
+    check_output_folder(out_dir, overwrite, inputs=[] if isinstance(source, CTVolume) else [source])
     with cancel_watch(cancel):
         result = screen(source, progress=progress, cancel=cancel, **kwargs)
         t = time.perf_counter()
