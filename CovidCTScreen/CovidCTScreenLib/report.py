@@ -107,9 +107,9 @@ def _per_slice_count(labels: np.ndarray) -> np.ndarray:
 
 
 def _write_image(result, array: np.ndarray, path: Path) -> None:
-    import SimpleITK as sitk
+    from .volume_io import write_nrrd
 
-    sitk.WriteImage(result.volume.like(array), str(path), useCompression=True)
+    write_nrrd(result.volume, array, path)
 
 
 def overlay_png(result, k: int, path: Path, title: str) -> None:

@@ -231,6 +231,30 @@ def validate_ct(volume: CTVolume) -> None:
         raise InputError(f"{src}: median {p50:.0f} HU is not plausible for a chest CT")
 
 
+NRRD_TYPES = {"uint8": "uchar", "int16": "short", "float32": "float"}
+
+
+def write_nrrd(volume: CTVolume, array: np.ndarray, path: str | os.PathLike, slab: int = 16) -> None:
+    """Write a (z, y, x) uint8 / bool / int16 / float32 ``array`` on ``volume``'s grid as gzip NRRD, slab by slab
+    (``sitk.WriteImage`` would first copy the whole array into an ITK image: +1 GB for a 1000-slice heatmap)."""
+    import gzip
+
+    array = array.view(np.uint8) if array.dtype == bool else array
+    if array.shape != volume.shape or str(array.dtype) not in NRRD_TYPES:
+        raise ValueError(f"cannot write a {array.dtype} array of shape {array.shape} on a {volume.shape} grid")
+    d = np.asarray(volume.direction, dtype=float).reshape(3, 3)
+    axes = " ".join("(" + ",".join(repr(float(v)) for v in d[:, i] * volume.spacing[i]) + ")" for i in range(3))
+    header = (f"NRRD0004\ntype: {NRRD_TYPES[str(array.dtype)]}\ndimension: 3\nspace: left-posterior-superior\n"
+              f"sizes: {array.shape[2]} {array.shape[1]} {array.shape[0]}\nspace directions: {axes}\n"
+              f"kinds: domain domain domain\nendian: little\nencoding: gzip\n"
+              f"space origin: ({','.join(repr(float(v)) for v in volume.origin)})\n\n")
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as z:
+            for k in range(0, len(array), slab):
+                z.write(np.ascontiguousarray(array[k:k + slab], array.dtype.newbyteorder("<")).tobytes())
+
+
 def read_dicom_slice(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float]]:
     """One DICOM slice in HU as a (1, y, x) float32 array and its (x, y, z) spacing.
 
