@@ -1,19 +1,26 @@
 """HU-based 3D lung mask with right / left lungs, trachea and main bronchi removed.
 
-Seed 002's recipe, then made robust for sick lungs:
+Seed 002's recipe, then made robust for sick lungs and the lung bases:
 1. body: tissue above -500 HU, largest 3D component, holes filled slice by slice (this is the
    flood fill that drops the air outside the body and the scanner table);
-2. aerated lung core: air below -850 HU inside the body (seed 002's threshold), small objects removed;
-3. lung: everything below -300 HU inside the body that is connected to that core, so partially
+2. aerated lung core: air below -850 HU inside the body (seed 002's threshold; -700 / -550 HU when that
+   finds almost no air, as in diffusely dense lungs), small objects removed. Air cores whose median is
+   pure gas (< -950 HU) are bowel, stomach or skin-fold gas: they are grown by ``GAS_MARGIN_MM`` and cut
+   out, so a thin, partial-volumed diaphragm does not join the colon or stomach to the lung;
+3. lung: everything below -300 HU inside the body that is connected to a core, so partially
    aerated (ground-glass, -750..-300 HU) parenchyma joins the lung it belongs to;
 4. airways: central 2D components of pure air (< -900 HU) of airway size, ringed by soft tissue,
    are the trachea and main bronchi;
    they are cut out with a margin for their wall before the lung components are formed;
-5. right / left: the two largest components (split by erosion when the lungs touch), sided by the
-   patient's x axis (LPS: +x is the patient's left); smaller components join their side unless they
-   are tiny or pure gas (bowel, stomach, subcutaneous air);
-6. each lung is closed in-plane (radius ``CLOSING_MM``) and its holes filled slice by slice, so
-   consolidation and vessels inside the lung stay in the mask.
+5. right / left: the two largest components (split by erosion when the lungs touch; thin bases left over
+   are cut at the midline between the two), sided by the patient's x axis (LPS: +x is the patient's left);
+   smaller components join their side unless they are tiny or pure gas;
+6. each lung is closed in 3D (a cylinder of radius and half-height ``CLOSING_MM``) and what it encloses in
+   3D is filled: vessels, nodules and consolidation inside the lung stay in the mask, while the liver dome,
+   spleen, stomach and cardiac apex, which rise into the lung on axial slices but are open to the abdomen
+   or mediastinum in 3D, stay out. A single slice has no 3D: its holes are filled in-plane.
+   Limit: consolidation or effusion lying broadly on the pleura (wider than about 2 x ``CLOSING_MM``) is
+   shaped like the chest wall and stays out; a lung mask the user has (``--lung-mask``) avoids that.
 
 The steps run on a working grid of about ``WORK_PIXEL_MM`` in-plane (block-averaged HU), and the
 labels come back to the input grid by nearest neighbour: a 512 x 512 x 141 CT takes seconds, and
@@ -30,7 +37,6 @@ import numpy as np
 from scipy import ndimage
 
 BODY_HU = -500.0
-AIR_HU = -850.0
 LUNG_HU = -300.0  # upper end of ground glass: diseased but aerated lung joins the lung
 AIRWAY_HU = -900.0
 AIRWAY_WALL_MM = 3.0  # airway lumen grown by this much in-plane to cut it free from the lungs
@@ -38,13 +44,18 @@ AIRWAY_AREA_MM2 = (20.0, 700.0)  # main bronchus .. trachea lumen
 AIRWAY_RING_MM = 3.0
 AIRWAY_RING_HU = -500.0  # the ring around an airway is wall and mediastinum; around lung air it is lung
 AIRWAY_CENTRAL_FRACTION = 0.18  # |x - body centre| below this fraction of body width
-CLOSING_MM = 15.0
-GAS_MEAN_HU = -950.0  # extra components this dark are bowel / stomach / subcutaneous gas, not lung
+CLOSING_MM = 10.0
+CORE_HU = (-850.0, -700.0, -550.0)  # aerated-core thresholds, tried in turn (diffusely dense lungs)
+MIN_CORE_FRACTION = 0.02  # of the body: less aerated core than this means "try the next threshold"
+GAS_MEAN_HU = -950.0  # extra lung components this dark are bowel / stomach / subcutaneous gas, not lung
+GAS_HU = -950.0  # air cores with their median below this are gas pockets (bowel, stomach, skin folds), not lung
+GAS_MARGIN_MM = 3.0  # gas pockets grown by this much to cut the partial-volumed diaphragm between gas and lung
 WORK_PIXEL_MM = 1.6
 RIGHT, LEFT = 1, 2
 LABEL_NAMES = {RIGHT: "right lung", LEFT: "left lung"}
 _SQUARE = np.ones((1, 3, 3), bool)  # in-plane 8-neighbourhood
 _CROSS = ndimage.generate_binary_structure(3, 1) & _SQUARE.repeat(3, axis=0) * np.array([0, 1, 0], bool)[:, None, None]
+_Z_LINE = np.ones((3, 1, 1), bool)  # the neighbours in the slices above and below
 
 
 @dataclass
@@ -113,7 +124,8 @@ def airway_mask(hu: np.ndarray, body: np.ndarray, spacing) -> np.ndarray:
 
 def _split_two(lung: np.ndarray) -> np.ndarray:
     """Labels 1..n of the lung components; when one component holds both lungs, split it: erode
-    until two large parts appear, then grow both back inside it in turn by the eroded depth."""
+    until two large parts appear, then grow both back inside it in turn by the eroded depth; what is
+    left (thin lung bases, cut at the midline between the two) becomes components of its own."""
     labels, sizes = _components(lung)
     sizes[0] = 0
     total = sizes.sum()
@@ -134,7 +146,10 @@ def _split_two(lung: np.ndarray) -> np.ndarray:
                 free = big & ~a & ~b
                 grow_a = ndimage.binary_dilation(a, _SQUARE) & free
                 a, b = a | grow_a, b | (ndimage.binary_dilation(b, _SQUARE) & free & ~grow_a)
-            rest, _ = _components(big & ~a & ~b)  # pieces cut off far from both: own components
+            rest = big & ~a & ~b  # pieces cut off far from both (thin bases): own components, each on one
+            midline = int(round((np.nonzero(a)[2].mean() + np.nonzero(b)[2].mean()) / 2.0))
+            rest[:, :, midline] = False  # side of the midline between the two lungs
+            rest, _ = _components(rest)
             n = labels.max()
             part = labels[box]
             part[big] = np.where(rest[big] > 0, rest[big] + n + 2, 0)
@@ -169,33 +184,69 @@ def _side_labels(components: np.ndarray, hu: np.ndarray) -> np.ndarray:
     return out
 
 
-def _disc_steps(radius_px: int) -> list[np.ndarray]:
-    """In-plane steps alternating cross and square: ``radius_px`` of them make an octagon, close to a disc."""
-    return [_CROSS if i % 2 == 0 else _SQUARE for i in range(radius_px)]
+def _cylinder_steps(radius_mm: float, spacing) -> list[np.ndarray]:
+    """Structuring steps whose chained dilations make a cylinder of radius and half-height ``radius_mm``
+    on this grid: in-plane steps alternate cross and square (an octagon, close to a disc), then steps
+    along z as many as the slice spacing allows (thick slices get a flat cylinder)."""
+    n_xy = max(1, int(round(radius_mm / min(spacing[0], spacing[1]))))
+    n_z = int(round(radius_mm / spacing[2]))
+    return [_CROSS if i % 2 == 0 else _SQUARE for i in range(n_xy)] + [_Z_LINE] * n_z
 
 
-def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
-    """Bounding box of a non-empty mask, grown in-plane by ``pad`` (clipped to the array)."""
+def _bbox(mask: np.ndarray, pad: int, pad_z: int = 0) -> tuple[slice, slice, slice]:
+    """Bounding box of a non-empty mask, grown by ``pad`` in-plane and ``pad_z`` across slices (clipped)."""
     zs, ys, xs = (np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
-    return (slice(zs[0], zs[-1] + 1), slice(max(ys[0] - pad, 0), ys[-1] + pad + 1),
+    return (slice(max(zs[0] - pad_z, 0), zs[-1] + pad_z + 1), slice(max(ys[0] - pad, 0), ys[-1] + pad + 1),
             slice(max(xs[0] - pad, 0), xs[-1] + pad + 1))
 
 
-def _close_in_plane(mask: np.ndarray, spacing) -> np.ndarray:
-    """Morphological closing with an octagonal disc of radius ``CLOSING_MM`` in each slice."""
+def _close_ball(mask: np.ndarray, spacing) -> np.ndarray:
+    """Morphological closing with a cylinder of radius and half-height ``CLOSING_MM`` (a 3D element that is
+    cheap to apply): vessels, small nodules and shallow dents of dense lung join the lung; organs wider
+    than it (heart, liver dome) stay outside."""
     out = np.zeros_like(mask)
     if not mask.any():
         return out
-    radius = max(1, int(round(CLOSING_MM / min(spacing[0], spacing[1]))))
-    pad = radius + 1
-    box = _bbox(mask, pad)
-    crop = np.pad(mask[box], ((0, 0), (pad, pad), (pad, pad)))  # room for the disc at the array edge
-    for step in _disc_steps(radius):
+    steps = _cylinder_steps(CLOSING_MM, spacing)
+    pad_z = sum(step.shape[1] == 1 for step in steps) + 1
+    pad = len(steps) - pad_z + 2
+    box = _bbox(mask, pad, pad_z)
+    crop = np.pad(mask[box], ((pad_z, pad_z), (pad, pad), (pad, pad)))  # room for the ball at the array edge
+    for step in steps:
         crop = ndimage.binary_dilation(crop, step)
-    for step in _disc_steps(radius):
+    for step in steps:
         crop = ndimage.binary_erosion(crop, step, border_value=1)
-    out[box] = crop[:, pad:-pad, pad:-pad]
+    out[box] = crop[pad_z:-pad_z, pad:-pad, pad:-pad]
     return out
+
+
+def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
+    """Fill what the lung encloses in 3D (consolidation, nodules, vessels inside the lung); an organ that
+    rises into the lung from below or from the mediastinum is open to the outside and is not filled.
+    A single slice has no third dimension: its holes are filled in-plane."""
+    if mask.shape[0] == 1 or not mask.any():
+        return _fill_holes_per_slice(mask)
+    box = _bbox(mask, 1)
+    out = mask.copy()
+    out[box] = ndimage.binary_fill_holes(mask[box])
+    return out
+
+
+def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(aerated lung cores, gas pockets). Cores are air below the first of ``CORE_HU`` that gives a lung
+    core of at least ``MIN_CORE_FRACTION`` of the body (diffusely dense lungs have no air below -850 HU);
+    components of pure gas (median < ``GAS_HU``: bowel, stomach, skin folds) are gas pockets."""
+    total = max(int(body.sum()), 1)
+    for air_hu in CORE_HU:
+        labels, sizes = _components((hu < air_hu) & body)
+        gas_voxels = np.bincount(labels.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes))
+        sizes[0] = 0
+        gas = (gas_voxels > 0.5 * sizes) & (sizes > 0)  # median below GAS_HU
+        lung_sizes = np.where(gas, 0, sizes)
+        keep = lung_sizes >= max(0.005 * lung_sizes.sum(), 1)
+        if lung_sizes[keep].sum() >= MIN_CORE_FRACTION * total:
+            break
+    return np.isin(labels, np.flatnonzero(keep)), np.isin(labels, np.flatnonzero(gas))
 
 
 def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
@@ -216,20 +267,25 @@ def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
 
 def _lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
     body = body_mask(hu)
-    core = (hu < AIR_HU) & body
-    core_labels, core_sizes = _components(core)
-    core_sizes[0] = 0
-    min_core = max(0.005 * core_sizes.sum(), 1)
-    core = np.isin(core_labels, np.flatnonzero(core_sizes >= min_core))
     airways = airway_mask(hu, body, spacing)
     wall = max(1, int(round(AIRWAY_WALL_MM / min(spacing[0], spacing[1]))))
     airways = ndimage.binary_dilation(airways, _SQUARE, iterations=wall)
-    candidate_labels, _ = _components((hu < LUNG_HU) & body & ~airways)
-    lung = np.isin(candidate_labels, np.unique(candidate_labels[core & ~airways]))
+    core, gas = _cores(hu, body)
+    candidate = (hu < LUNG_HU) & body & ~airways
+    if gas.any():  # a thin, partial-volumed diaphragm must not join bowel / stomach gas to the lung
+        steps = _cylinder_steps(GAS_MARGIN_MM, spacing)
+        box = _bbox(gas, len(steps), len(steps))
+        grown = gas[box]
+        for step in steps:
+            grown = ndimage.binary_dilation(grown, step)
+        candidate[box] &= ~grown
+    candidate_labels, _ = _components(candidate)
+    lung = np.isin(candidate_labels, np.unique(candidate_labels[core & candidate]))
     lung &= candidate_labels > 0
     sides = _side_labels(_split_two(lung), hu)
     labels = np.zeros(hu.shape, np.uint8)
+    other_air = (hu < LUNG_HU) & (sides == 0)  # airways, gas and their margins: closing adds tissue, not air
     for side in (RIGHT, LEFT):
-        filled = _fill_holes_per_slice(_close_in_plane(sides == side, spacing)) & body
-        labels[filled & (labels == 0)] = side
+        solid = _fill_enclosed(_close_ball(sides == side, spacing)) & body & ~other_air
+        labels[solid & (labels == 0)] = side
     return LungMask(labels=labels, body=body)

@@ -107,3 +107,103 @@ def test_no_lung_gives_empty_mask():
     yy, xx = np.mgrid[:128, :128]
     hu[:, (yy - 64) ** 2 + (xx - 64) ** 2 < 50 ** 2] = 40.0
     assert lung_mask(hu, (1.0, 1.0, 5.0)).labels.sum() == 0
+
+
+def _lowest_third(mask) -> slice:
+    ks = np.flatnonzero(mask.lungs.any(axis=(1, 2)))
+    return slice(ks[0], ks[0] + len(ks) // 3)
+
+
+def _soft_tissue(hu, inside, spacing, min_hu=-100.0, opening_mm=3.0):
+    """Soft tissue in ``inside`` after an in-plane opening that drops vessels, and its 3D components (mL each,
+    largest first)."""
+    r = round(opening_mm / spacing[0])
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    solid = ndimage.binary_opening((hu > min_hu) & inside, (xx * xx + yy * yy <= r * r)[None])
+    labels, _ = ndimage.label(solid)
+    return solid, np.sort(np.bincount(labels.ravel())[1:])[::-1] * np.prod(spacing) / 1000.0
+
+
+def test_normal_ct_no_organs_at_the_bases(normal_ct, normal_mask):
+    """normal002: in the lowest third of the lungs (liver dome, spleen / stomach, cardiac apex rise into the lung
+    there) no lung-mask component of soft-tissue density is larger than 2 mL."""
+    low = _lowest_third(normal_mask)
+    _, parts = _soft_tissue(normal_ct.hu[low], normal_mask.lungs[low], normal_ct.spacing)
+    assert parts.size == 0 or parts[0] < 2.0, f"soft-tissue blobs of {parts[:3]} mL inside the lung mask"
+
+
+def test_normal_ct_liver_dome_left_out(normal_ct, normal_mask):
+    """normal002: on axial slices the liver dome is an island enclosed by the right lung; the island (soft tissue
+    inside the in-plane outline of the right lung) is large, and it is not lung."""
+    low = _lowest_third(normal_mask)
+    right = normal_mask.labels[low] == RIGHT
+    outline = np.stack([ndimage.binary_fill_holes(s) for s in right])
+    dome, parts = _soft_tissue(normal_ct.hu[low], outline, normal_ct.spacing)
+    assert parts[0] > 10.0  # mL of liver dome enclosed in-plane by the right lung
+    assert (right[dome]).mean() < 0.02
+
+
+def test_normal_ct_no_gas_of_the_bowel_or_stomach(normal_ct, normal_mask):
+    """Below the lung bases the mask holds nothing, and the lungs hold no pure gas (bowel / stomach)."""
+    assert np.median(normal_ct.hu[normal_mask.lungs]) > -950
+    gas = (normal_ct.hu < -950) & normal_mask.lungs
+    labels, _ = ndimage.label(gas)
+    sizes = np.bincount(labels.ravel())[1:] * np.prod(normal_ct.spacing) / 1000.0
+    assert sizes.size == 0 or sizes.max() < 5.0, "a pocket of pure gas (bowel / stomach) labelled lung"
+
+
+def test_normal_ct_two_lungs_sided(normal_ct, normal_mask):
+    vol = normal_mask.volumes_ml(normal_ct.spacing)
+    assert 3000 < vol["total"] < 7000 and vol["right"] > vol["left"] > 0.35 * vol["total"]
+    cols = np.arange(normal_ct.shape[2])
+    for k in np.flatnonzero(normal_mask.lungs.any(axis=(1, 2))):  # each slice: the right lung on the image left
+        r, lft = normal_mask.labels[k] == RIGHT, normal_mask.labels[k] == LEFT
+        if r.sum() > 500 and lft.sum() > 500:
+            assert r.sum(axis=0) @ cols / r.sum() < lft.sum(axis=0) @ cols / lft.sum(), f"sides swapped at slice {k}"
+
+
+def test_normal_ct_inserted_basal_disease_kept(normal_ct, normal_mask):
+    """Disease placed in the real lung bases stays in the mask: a 30 mm consolidation ball (+30 HU) in the right
+    lower lobe (enclosed by lung in 3D, wider than the closing) and a small subpleural consolidation (a lens 16 mm
+    wide, 6 mm thick) on the posterior chest wall of the left base. Broad pleural-based consolidation is not kept:
+    see the README (lung mask, limits)."""
+    ct = normal_ct
+    hu = ct.hu.copy()
+    sx, sy, sz = ct.spacing
+    low = _lowest_third(normal_mask)
+    k = low.start + 2 * (low.stop - low.start) // 3
+    z, y, x = np.indices(hu.shape, sparse=True)
+    depth = ndimage.distance_transform_edt(normal_mask.labels[k] == RIGHT, sampling=(sy, sx))
+    cy, cx = np.unravel_index(depth.argmax(), depth.shape)  # deepest point of the right lung on this slice
+    ball = ((x - cx) * sx) ** 2 + ((y - cy) * sy) ** 2 + ((z - k) * sz) ** 2 < 15.0 ** 2
+    left = normal_mask.labels[k] == LEFT
+    rows, cols = np.nonzero(left)
+    py, px = rows.max(), int(np.median(cols[rows > rows.max() - 5]))  # posterior edge of the left lung
+    lens = (((x - px) * sx / 8.0) ** 2 + ((z - k) * sz / 8.0) ** 2 + ((y - py) * sy / 6.0) ** 2 < 1) \
+        & (normal_mask.labels == LEFT)
+    hu[ball | lens] = 30.0
+    mask = lung_mask(hu, ct.spacing)
+    assert (mask.labels[ball] == RIGHT).mean() > 0.95
+    assert lens.sum() * sx * sy * sz / 1000 > 0.5 and (mask.labels[lens] == LEFT).mean() > 0.9
+
+
+def test_covid_ct_basal_disease_kept(covid19_ct, covid19_mask):
+    """P002: ground glass and consolidation in both lower lobes (radiologists' infected slices). On the infected
+    slices of the lower half of the lungs, the disease band (-750..-100 HU) inside each lung's in-plane convex hull
+    is mostly in the mask (the rest is partial volume at the diaphragm, heart and chest wall)."""
+    from conftest import infected_slices
+
+    ct, mask = covid19_ct, covid19_mask
+    infected = infected_slices(ct)
+    ks = np.flatnonzero(mask.lungs.any(axis=(1, 2)))
+    lower = [k for k in ks[: len(ks) // 2] if infected[k]]
+    assert len(lower) > 10
+    band = kept = 0
+    for k in lower:
+        h = ndimage.median_filter(ct.hu[k], 3)
+        for side in (RIGHT, LEFT):
+            if (mask.labels[k] == side).any():
+                sel = (h >= -750) & (h < -100) & convex_hull_image(mask.labels[k] == side)
+                band += sel.sum()
+                kept += (sel & mask.lungs[k]).sum()
+    assert kept / band > 0.8
