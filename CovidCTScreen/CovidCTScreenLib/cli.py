@@ -16,6 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 64 on GPU, 16 on CPU)")
     p.add_argument("--no-heatmap", action="store_true", help="skip Grad-CAM (faster)")
     p.add_argument("--no-lesions", action="store_true", help="skip the GGO / consolidation / streak measurement")
+    p.add_argument("--lung-mask", type=Path, default=None, metavar="FILE",
+                   help="use this lung mask instead of computing one: a label map (1 right, 2 left), a binary mask "
+                        "or a Slicer .seg.nrrd (segments named like 'right lung' or 'lung_upper_lobe_left') on the "
+                        "CT grid, NRRD / NIfTI / MHA")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -46,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
                                   model=args.model, device=args.device, batch_size=args.batch_size,
-                                  heatmap=not args.no_heatmap, lesions=not args.no_lesions)
+                                  heatmap=not args.no_heatmap, lesions=not args.no_lesions,
+                                  lung_mask=args.lung_mask)
     except KeyboardInterrupt:
         print("\ncovidct-screen: cancelled; nothing was written", file=sys.stderr)
         return 130
@@ -61,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
     if v.low_confidence:
         print(v.confidence_note)
-    print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
+    print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L ({result.mask.source['source']}); "
+          f"report in {args.out}")
     if result.manifestations is not None:
         m = result.manifestations.summary
         for key, name in (("hu_bands", "HU bands"), ("learned", "lesion UNet")):

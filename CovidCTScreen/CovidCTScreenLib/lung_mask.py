@@ -31,10 +31,15 @@ Labels: 0 background, 1 right lung, 2 left lung.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from .errors import InputError
 
 BODY_HU = -500.0
 LUNG_HU = -300.0  # upper end of ground glass: diseased but aerated lung joins the lung
@@ -58,10 +63,16 @@ _CROSS = ndimage.generate_binary_structure(3, 1) & _SQUARE.repeat(3, axis=0) * n
 _Z_LINE = np.ones((3, 1, 1), bool)  # the neighbours in the slices above and below
 
 
+COMPUTED = {"source": "computed (lung_mask.py)",
+            "method": "HU-based 3D mask (3D closing and 3D hole filling, see lung_mask.py); labels 1 right, 2 left"}
+GRID_TOLERANCE_MM = 0.01  # origin and spacing of a user mask must match the CT's to this (and directions to 1e-4)
+
+
 @dataclass
 class LungMask:
     labels: np.ndarray  # (z, y, x) uint8: 0 background, 1 right, 2 left
     body: np.ndarray  # (z, y, x) bool
+    source: dict = field(default_factory=lambda: dict(COMPUTED))  # the report's "lung_mask" entry
 
     @property
     def lungs(self) -> np.ndarray:
@@ -289,3 +300,90 @@ def _lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
         solid = _fill_enclosed(_close_ball(sides == side, spacing)) & body & ~other_air
         labels[solid & (labels == 0)] = side
     return LungMask(labels=labels, body=body)
+
+
+def segment_side(name: str) -> int | None:
+    """RIGHT / LEFT for a lung segment name ('right lung', 'lung_lower_lobe_left', 'Left lung'); None otherwise."""
+    words = set(re.split(r"[^a-z]+", name.lower()))
+    if not words & {"lung", "lungs", "lobe"}:
+        return None
+    if "right" in words:
+        return RIGHT
+    if "left" in words:
+        return LEFT
+    return None
+
+
+def _segments(img) -> list[tuple[str, int, int]]:
+    """(name, layer, label value) of each segment of a Slicer .seg.nrrd (empty for a plain label map)."""
+    out = []
+    for key in img.GetMetaDataKeys():
+        m = re.fullmatch(r"Segment(\d+)_Name", key)
+        if m:
+            i = m.group(1)
+            layer = img.GetMetaData(f"Segment{i}_Layer") if img.HasMetaDataKey(f"Segment{i}_Layer") else "0"
+            out.append((img.GetMetaData(key), int(layer), int(img.GetMetaData(f"Segment{i}_LabelValue"))))
+    return out
+
+
+def read_lung_mask(path: str | os.PathLike, volume, name: str | None = None) -> LungMask:
+    """A lung mask the user already has, on the CT's grid: a label map, a binary mask or a Slicer segmentation
+    (.seg.nrrd; also what Lung CT Segmenter or TotalSegmentator give) in NRRD / NIfTI / MHA.
+
+    Segments named as lungs or lobes with a side ('right lung', 'lung_upper_lobe_left', ...) give the sides;
+    other segments (airways, vessels, lesions) are ignored. A plain label map with values {1, 2} is read as
+    1 right, 2 left (as ``lung_mask.nrrd`` of a report); any other mask is binary (non-zero = lung) and is
+    split into right / left as the computed mask is (components, sided by the patient's x axis). A mask on
+    another grid than the CT is refused (``InputError``): resample it onto the CT first."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"lung mask {path} does not exist")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise InputError(f"Cannot read the lung mask {path}: not a readable NRRD / NIfTI / MHA image") from e
+    segments = _segments(img)
+    if img.GetDimension() == 4:  # a Slicer segmentation with overlapping segments: one layer per 4th index
+        img = sitk.Compose([img[:, :, :, i] for i in range(img.GetSize()[3])])
+    if img.GetDimension() != 3:
+        raise InputError(f"lung mask {path} is {img.GetDimension()}D; it must be a 3D mask on the CT grid")
+    img = sitk.DICOMOrient(img, "LPS")
+    ct = (volume.hu.shape[::-1], volume.spacing, volume.origin, volume.direction)
+    mine = (img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
+    if (ct[0] != mine[0] or not np.allclose(ct[1], mine[1], atol=GRID_TOLERANCE_MM)
+            or not np.allclose(ct[2], mine[2], atol=GRID_TOLERANCE_MM) or not np.allclose(ct[3], mine[3], atol=1e-4)):
+        raise InputError(f"lung mask {path.name} is not on the CT grid (mask size {mine[0]}, spacing "
+                         f"{tuple(round(v, 3) for v in mine[1])} mm, origin {tuple(round(v, 1) for v in mine[2])}; "
+                         f"CT size {ct[0]}, spacing {tuple(round(v, 3) for v in ct[1])} mm, origin "
+                         f"{tuple(round(v, 1) for v in ct[2])}); resample the mask onto the CT first")
+    array = sitk.GetArrayFromImage(img)
+    layers = array[..., None] if array.ndim == 3 else array  # (z, y, x, layer)
+    labels = np.zeros(volume.hu.shape, np.uint8)
+    sided = [(n, layer, value, segment_side(n)) for n, layer, value in segments]
+    used = [n for n, _, _, side in sided if side]
+    for _, layer, value, side in sided:
+        if side:
+            labels[(layers[..., layer] == value) & (labels == 0)] = side
+    values = set(np.unique(layers).tolist()) - {0}
+    how = f"segments {', '.join(used)}"
+    if not used:
+        lungs = layers.any(axis=-1) if not segments else np.isin(
+            layers, [v for _, _, v in segments]).any(axis=-1)
+        if values == {RIGHT, LEFT} and not segments and layers.shape[-1] == 1:
+            labels = layers[..., 0].astype(np.uint8)
+            how = "label map 1 right, 2 left"
+        else:
+            labels = _side_labels(_split_two(lungs), volume.hu)
+            cols = np.arange(labels.shape[2])
+            centres = [((labels == s).sum(axis=(0, 1)) @ cols) / max((labels == s).sum(), 1) for s in (RIGHT, LEFT)]
+            rest = lungs & (labels == 0)  # small pieces: the side of the midline they lie on
+            labels[rest & (cols < np.mean(centres))] = RIGHT
+            labels[rest & (cols >= np.mean(centres))] = LEFT
+            how = "binary mask, split into right / left by the patient's x axis"
+    if not labels.any():
+        raise InputError(f"lung mask {path.name} holds no lung voxels")
+    label = f"{'Slicer segmentation' if name else 'user file'} {name or path.name}"
+    return LungMask(labels=labels, body=body_mask(volume.hu),
+                    source={"source": label, "method": f"given by the user ({how}); labels 1 right, 2 left"})

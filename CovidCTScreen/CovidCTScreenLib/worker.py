@@ -2,6 +2,7 @@
 
     python -m CovidCTScreenLib.worker INPUT OUT_DIR [--model M] [--device auto|cuda|cpu]
                                       [--batch-size N] [--no-heatmap] [--cancel-file PATH]
+                                      [--lung-mask FILE [--lung-mask-name NAME]]
                                       [--evaluate [--threshold T ...]]
 
 screens one CT (``pipeline.screen_to_folder``), or with ``--evaluate`` measures the model on the
@@ -57,7 +58,8 @@ def parse_line(line: str) -> tuple[str, object] | None:
 
 
 def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, cancel_file=None,
-            python: str | None = None, evaluate: bool = False, thresholds=()) -> list[str]:
+            python: str | None = None, evaluate: bool = False, thresholds=(), lung_mask=None,
+            lung_mask_name: str | None = None) -> list[str]:
     """The worker's command line (``python`` defaults to this interpreter)."""
     cmd = [python or sys.executable, "-m", "CovidCTScreenLib.worker", str(input_path), str(out_dir),
            "--device", device]
@@ -69,6 +71,10 @@ def command(input_path, out_dir, model=None, device="auto", batch_size=None, hea
         cmd.append("--no-heatmap")
     if cancel_file:
         cmd += ["--cancel-file", str(cancel_file)]
+    if lung_mask:
+        cmd += ["--lung-mask", str(lung_mask)]
+    if lung_mask_name:
+        cmd += ["--lung-mask-name", lung_mask_name]
     if evaluate:
         cmd.append("--evaluate")
         for t in thresholds:
@@ -167,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-heatmap", action="store_true")
     p.add_argument("--cancel-file", type=Path, default=None, help="stop when this file appears")
+    p.add_argument("--lung-mask", type=Path, default=None, help="lung mask file on the CT grid (covidct-screen --lung-mask)")
+    p.add_argument("--lung-mask-name", default=None, help="the Slicer segmentation the lung mask file was exported from")
     p.add_argument("--evaluate", action="store_true", help="evaluate the model on labelled data (covidct-evaluate)")
     p.add_argument("--threshold", type=float, action="append", default=[], help="with --evaluate: extra threshold")
     return p
@@ -214,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import screen_to_folder
 
             screen_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled, model=args.model,
-                             device=args.device, batch_size=args.batch_size, heatmap=not args.no_heatmap)
+                             device=args.device, batch_size=args.batch_size, heatmap=not args.no_heatmap,
+                             lung_mask=args.lung_mask, lung_mask_name=args.lung_mask_name)
         if cancelled():  # cancel arrived while the report was being written: take it back
             if not existed:
                 shutil.rmtree(args.out_dir, ignore_errors=True)

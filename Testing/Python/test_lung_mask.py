@@ -210,3 +210,56 @@ def test_covid_ct_basal_disease_kept(covid19_ct, covid19_mask):
                 band += sel.sum()
                 kept += (sel & mask.lungs[k]).sum()
     assert kept / band > 0.8
+
+
+def _write_like(ct, array, path, **meta):
+    import SimpleITK as sitk
+
+    img = ct.like(array)
+    for key, value in meta.items():
+        img.SetMetaData(key, value)
+    sitk.WriteImage(img, str(path), useCompression=True)
+    return path
+
+
+def test_user_label_map_binary_and_segments(nifti_ct, nifti_mask, tmp_path):
+    """A mask the user has: our label map as is, a binary mask split into the same sides, and a segmentation with
+    TotalSegmentator-style lobe names (other segments ignored); the source is recorded for the report."""
+    from CovidCTScreenLib.lung_mask import read_lung_mask
+
+    labels = nifti_mask.labels
+    got = read_lung_mask(_write_like(nifti_ct, labels, tmp_path / "lungs.nrrd"), nifti_ct)
+    np.testing.assert_array_equal(got.labels, labels)
+    assert got.source["source"] == "user file lungs.nrrd" and "1 right, 2 left" in got.source["method"]
+    binary = read_lung_mask(_write_like(nifti_ct, (labels > 0).astype(np.uint8), tmp_path / "b.nii.gz"), nifti_ct)
+    assert (binary.labels == labels).mean() > 0.999 and "binary" in binary.source["method"]
+    lobes = np.zeros_like(labels)
+    mid = labels.shape[0] // 2
+    lobes[:mid][labels[:mid] == RIGHT], lobes[mid:][labels[mid:] == RIGHT] = 14, 12  # lower / upper right lobe
+    lobes[labels == LEFT] = 10
+    lobes[(labels == 0) & (nifti_ct.hu > 200)] = 7  # a non-lung segment (bone)
+    meta = {}
+    for i, (name, value) in enumerate([("lung_lower_lobe_right", 14), ("lung_upper_lobe_right", 12),
+                                       ("lung_upper_lobe_left", 10), ("vertebrae", 7)]):
+        meta.update({f"Segment{i}_Name": name, f"Segment{i}_LabelValue": str(value), f"Segment{i}_Layer": "0"})
+    seg = read_lung_mask(_write_like(nifti_ct, lobes, tmp_path / "t.seg.nrrd", **meta), nifti_ct, "TotalSeg")
+    np.testing.assert_array_equal(seg.labels, labels)
+    assert seg.source["source"] == "Slicer segmentation TotalSeg" and "lung_upper_lobe_left" in seg.source["method"]
+
+
+def test_user_mask_on_another_grid_refused(nifti_ct, nifti_mask, tmp_path):
+    import SimpleITK as sitk
+
+    from CovidCTScreenLib.errors import InputError
+    from CovidCTScreenLib.lung_mask import read_lung_mask
+
+    img = nifti_ct.like(nifti_mask.labels)
+    img.SetSpacing((1.0, 1.0, 5.0))
+    sitk.WriteImage(img, str(tmp_path / "other.nrrd"))
+    with pytest.raises(InputError, match="not on the CT grid"):
+        read_lung_mask(tmp_path / "other.nrrd", nifti_ct)
+    sitk.WriteImage(nifti_ct.like(nifti_mask.labels)[:, :, 2:], str(tmp_path / "cropped.nrrd"))
+    with pytest.raises(InputError, match="not on the CT grid"):
+        read_lung_mask(tmp_path / "cropped.nrrd", nifti_ct)
+    with pytest.raises(InputError, match="does not exist"):
+        read_lung_mask(tmp_path / "missing.nrrd", nifti_ct)
