@@ -52,8 +52,7 @@ AIRWAY_CENTRAL_FRACTION = 0.18  # |x - body centre| below this fraction of body 
 CLOSING_MM = 7.0  # gaps up to 14 mm close (segmental and smaller vessels); lobar and hilar vessels stay out
 CORE_HU = (-850.0, -700.0, -550.0)  # aerated-core thresholds, tried in turn (diffusely dense lungs)
 MIN_CORE_FRACTION = 0.02  # of the body: less aerated core than this means "try the next threshold"
-GAS_MEAN_HU = -950.0  # extra lung components this dark are bowel / stomach / subcutaneous gas, not lung
-GAS_HU = -950.0  # air cores with their median below this are gas pockets (bowel, stomach, skin folds), not lung
+GAS_HU = -950.0  # air with its median below this is a gas pocket (airway, bowel, stomach, skin fold), not lung
 GAS_MARGIN_MM = 3.0  # gas pockets grown by this much to cut the partial-volumed diaphragm between gas and lung
 WORK_PIXEL_MM = 1.6
 RIGHT, LEFT = 1, 2
@@ -173,11 +172,11 @@ def _split_two(lung: np.ndarray) -> np.ndarray:
 def _side_labels(components: np.ndarray, hu: np.ndarray) -> np.ndarray:
     """Right (1) / left (2) from components: the two largest are the lungs; others join their side."""
     sizes = np.bincount(components.ravel())
-    means = np.bincount(components.ravel(), weights=hu.ravel(), minlength=len(sizes)) / np.maximum(sizes, 1)
+    gas = np.bincount(components.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes)) > 0.5 * sizes
     sizes[0] = 0
     total = sizes.sum()
     keep = [i for rank, i in enumerate(np.argsort(sizes)[::-1])
-            if sizes[i] > 0 and (rank < 2 or (sizes[i] >= 0.01 * total and means[i] >= GAS_MEAN_HU))]
+            if sizes[i] > 0 and (rank < 2 or (sizes[i] >= 0.01 * total and not gas[i]))]
     out = np.zeros(components.shape, np.uint8)
     if not keep:
         return out
