@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ def _baseline(rev: str, name: str, folder: Path):
                                    capture_output=True, text=True).stdout)
     spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

@@ -210,7 +210,7 @@ def _bbox(mask: np.ndarray, pad: int, pad_z: int = 0) -> tuple[slice, slice, sli
             slice(max(xs[0] - pad, 0), xs[-1] + pad + 1))
 
 
-def _close_ball(mask: np.ndarray, spacing) -> np.ndarray:
+def _close_3d(mask: np.ndarray, spacing) -> np.ndarray:
     """Morphological closing with a cylinder of radius and half-height ``CLOSING_MM`` (a 3D element that is
     cheap to apply): vessels, small nodules and shallow dents of dense lung join the lung; organs wider
     than it (heart, liver dome) stay outside."""
@@ -221,7 +221,7 @@ def _close_ball(mask: np.ndarray, spacing) -> np.ndarray:
     pad_z = sum(step.shape[1] == 1 for step in steps) + 1
     pad = len(steps) - pad_z + 2
     box = _bbox(mask, pad, pad_z)
-    crop = np.pad(mask[box], ((pad_z, pad_z), (pad, pad), (pad, pad)))  # room for the ball at the array edge
+    crop = np.pad(mask[box], ((pad_z, pad_z), (pad, pad), (pad, pad)))  # room for the cylinder at the array edge
     for step in steps:
         crop = ndimage.binary_dilation(crop, step)
     for step in steps:
@@ -296,7 +296,7 @@ def _lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
     labels = np.zeros(hu.shape, np.uint8)
     other_air = (hu < LUNG_HU) & (sides == 0)  # airways, gas and their margins: closing adds tissue, not air
     for side in (RIGHT, LEFT):
-        solid = _fill_enclosed(_close_ball(sides == side, spacing)) & body & ~other_air
+        solid = _fill_enclosed(_close_3d(sides == side, spacing)) & body & ~other_air
         labels[solid & (labels == 0)] = side
     return LungMask(labels=labels, body=body)
 

@@ -173,8 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-heatmap", action="store_true")
     p.add_argument("--cancel-file", type=Path, default=None, help="stop when this file appears")
-    p.add_argument("--lung-mask", type=Path, default=None, help="lung mask file on the CT grid (covidct-screen --lung-mask)")
-    p.add_argument("--lung-mask-name", default=None, help="the Slicer segmentation the lung mask file was exported from")
+    p.add_argument("--lung-mask", type=Path, default=None,
+                   help="lung mask file on the CT grid (as covidct-screen --lung-mask)")
+    p.add_argument("--lung-mask-name", default=None,
+                   help="name of the Slicer segmentation the lung mask file was exported from (for the report)")
     p.add_argument("--evaluate", action="store_true", help="evaluate the model on labelled data (covidct-evaluate)")
     p.add_argument("--threshold", type=float, action="append", default=[], help="with --evaluate: extra threshold")
     return p

@@ -164,9 +164,9 @@ def test_normal_ct_two_lungs_sided(normal_ct, normal_mask):
 
 def test_normal_ct_inserted_basal_disease_kept(normal_ct, normal_mask):
     """Disease placed in the real lung bases stays in the mask: a consolidation ball (+30 HU) in the right
-    lower lobe (enclosed by lung in 3D, wider than the closing) and a small subpleural consolidation (a lens 12 mm
-    wide, 5 mm thick, narrower than the closing) on the posterior chest wall of the left base. Broad pleural-based consolidation is not kept:
-    see the README (lung mask, limits)."""
+    lower lobe (enclosed by lung in 3D, wider than the closing) and a small subpleural consolidation (a lens
+    12 mm wide, 5 mm thick, narrower than the closing) on the posterior chest wall of the left base. Broad
+    pleural-based consolidation is not kept: see the README (lung mask, limits)."""
     ct = normal_ct
     hu = ct.hu.copy()
     sx, sy, sz = ct.spacing
