@@ -627,9 +627,10 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
                     if lungSegmentation is not None else None)
         outDir = workDir / "report"
         cancelFile = workDir / "cancel"
+        maskName = lungSegmentation.GetName() if lungSegmentation is not None else None
         cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap,
                              cancel_file=cancelFile, python=pythonExecutable(), lung_mask=maskFile,
-                             lung_mask_name=lungSegmentation.GetName() if lungSegmentation is not None else None)
+                             lung_mask_name=maskName)
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()
@@ -663,7 +664,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
             self._run = "blocking"
             try:
                 code, message = worker.run(inputFile, outDir, progress=progress, python=pythonExecutable(),
-                                           model=model, device=device, heatmap=heatmap)
+                                           model=model, device=device, heatmap=heatmap, lung_mask=maskFile,
+                                           lung_mask_name=maskName)
             finally:
                 self._run = None
             result, error = finish(code, message)
