@@ -325,6 +325,31 @@ def _segments(img) -> list[tuple[str, int, int]]:
     return out
 
 
+def _on_ct_grid(img, volume, name: str) -> np.ndarray:
+    """The (z, y, x[, layer]) array of ``img`` on the CT grid. Same spacing and direction, and an origin on a
+    CT voxel: a mask cropped to its extent (as Slicer saves segmentations) is placed back into the CT grid;
+    anything else is refused."""
+    import SimpleITK as sitk
+
+    size, spacing, origin = np.array(img.GetSize()), np.array(img.GetSpacing()), np.array(img.GetOrigin())
+    ct_size = np.array(volume.hu.shape[::-1])
+    direction = np.array(volume.direction).reshape(3, 3)
+    offset = np.linalg.solve(direction * np.array(volume.spacing), origin - np.array(volume.origin))
+    start = np.round(offset).astype(int)
+    if (not np.allclose(spacing, volume.spacing, atol=GRID_TOLERANCE_MM)
+            or not np.allclose(img.GetDirection(), volume.direction, atol=1e-4)
+            or not np.allclose(offset, start, atol=GRID_TOLERANCE_MM / min(volume.spacing))
+            or (start < 0).any() or (start + size > ct_size).any()):
+        raise InputError(f"lung mask {name} is not on the CT grid (mask size {tuple(size)}, spacing "
+                         f"{tuple(np.round(spacing, 3))} mm, origin {tuple(np.round(origin, 1))}; CT size "
+                         f"{tuple(ct_size)}, spacing {tuple(round(v, 3) for v in volume.spacing)} mm, origin "
+                         f"{tuple(round(v, 1) for v in volume.origin)}); resample the mask onto the CT first")
+    part = sitk.GetArrayFromImage(img)
+    out = np.zeros(tuple(ct_size[::-1]) + part.shape[3:], part.dtype)
+    out[start[2]:start[2] + size[2], start[1]:start[1] + size[1], start[0]:start[0] + size[0]] = part
+    return out
+
+
 def read_lung_mask(path: str | os.PathLike, volume, name: str | None = None) -> LungMask:
     """A lung mask the user already has, on the CT's grid: a label map, a binary mask or a Slicer segmentation
     (.seg.nrrd; also what Lung CT Segmenter or TotalSegmentator give) in NRRD / NIfTI / MHA.
@@ -333,7 +358,8 @@ def read_lung_mask(path: str | os.PathLike, volume, name: str | None = None) -> 
     other segments (airways, vessels, lesions) are ignored. A plain label map with values {1, 2} is read as
     1 right, 2 left (as ``lung_mask.nrrd`` of a report); any other mask is binary (non-zero = lung) and is
     split into right / left as the computed mask is (components, sided by the patient's x axis). A mask on
-    another grid than the CT is refused (``InputError``): resample it onto the CT first."""
+    another grid than the CT is refused (``InputError``): resample it onto the CT first (a mask cropped to part
+    of the CT grid, as Slicer saves segmentations, is placed back)."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -349,15 +375,7 @@ def read_lung_mask(path: str | os.PathLike, volume, name: str | None = None) -> 
     if img.GetDimension() != 3:
         raise InputError(f"lung mask {path} is {img.GetDimension()}D; it must be a 3D mask on the CT grid")
     img = sitk.DICOMOrient(img, "LPS")
-    ct = (volume.hu.shape[::-1], volume.spacing, volume.origin, volume.direction)
-    mine = (img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
-    if (ct[0] != mine[0] or not np.allclose(ct[1], mine[1], atol=GRID_TOLERANCE_MM)
-            or not np.allclose(ct[2], mine[2], atol=GRID_TOLERANCE_MM) or not np.allclose(ct[3], mine[3], atol=1e-4)):
-        raise InputError(f"lung mask {path.name} is not on the CT grid (mask size {mine[0]}, spacing "
-                         f"{tuple(round(v, 3) for v in mine[1])} mm, origin {tuple(round(v, 1) for v in mine[2])}; "
-                         f"CT size {ct[0]}, spacing {tuple(round(v, 3) for v in ct[1])} mm, origin "
-                         f"{tuple(round(v, 1) for v in ct[2])}); resample the mask onto the CT first")
-    array = sitk.GetArrayFromImage(img)
+    array = _on_ct_grid(img, volume, path.name)
     layers = array[..., None] if array.ndim == 3 else array  # (z, y, x, layer)
     labels = np.zeros(volume.hu.shape, np.uint8)
     sided = [(n, layer, value, segment_side(n)) for n, layer, value in segments]

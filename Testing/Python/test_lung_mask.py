@@ -247,7 +247,7 @@ def test_user_label_map_binary_and_segments(nifti_ct, nifti_mask, tmp_path):
     assert seg.source["source"] == "Slicer segmentation TotalSeg" and "lung_upper_lobe_left" in seg.source["method"]
 
 
-def test_user_mask_on_another_grid_refused(nifti_ct, nifti_mask, tmp_path):
+def test_user_mask_on_another_grid_refused_or_placed(nifti_ct, nifti_mask, tmp_path):
     import SimpleITK as sitk
 
     from CovidCTScreenLib.errors import InputError
@@ -258,8 +258,15 @@ def test_user_mask_on_another_grid_refused(nifti_ct, nifti_mask, tmp_path):
     sitk.WriteImage(img, str(tmp_path / "other.nrrd"))
     with pytest.raises(InputError, match="not on the CT grid"):
         read_lung_mask(tmp_path / "other.nrrd", nifti_ct)
-    sitk.WriteImage(nifti_ct.like(nifti_mask.labels)[:, :, 2:], str(tmp_path / "cropped.nrrd"))
+    shifted = nifti_ct.like(nifti_mask.labels)
+    shifted.SetOrigin(tuple(o + 0.5 * sp for o, sp in zip(shifted.GetOrigin(), shifted.GetSpacing())))
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nrrd"))
     with pytest.raises(InputError, match="not on the CT grid"):
-        read_lung_mask(tmp_path / "cropped.nrrd", nifti_ct)
+        read_lung_mask(tmp_path / "shifted.nrrd", nifti_ct)
+    # cropped to part of the CT grid (as Slicer saves segmentations): placed back where it belongs
+    sitk.WriteImage(nifti_ct.like(nifti_mask.labels)[10:-10, 20:, 2:], str(tmp_path / "cropped.nrrd"))
+    got = read_lung_mask(tmp_path / "cropped.nrrd", nifti_ct).labels
+    np.testing.assert_array_equal(got[2:, 20:, 10:-10], nifti_mask.labels[2:, 20:, 10:-10])
+    assert not got[:2].any()
     with pytest.raises(InputError, match="does not exist"):
         read_lung_mask(tmp_path / "missing.nrrd", nifti_ct)

@@ -335,6 +335,8 @@ def test_existing_lung_segmentation_as_lung_mask(scene, dicom_ct, dicom_mask, tm
     got = read_lung_mask(path, dicom_ct, seg.GetName())
     np.testing.assert_array_equal(got.labels, labels)
     assert got.source["source"] == "Slicer segmentation TotalSegmentator"
+    saved = mrml.write_node(seg, tmp_path / "lobes.seg.nrrd")  # as Slicer saves it: the CLI's --lung-mask FILE
+    np.testing.assert_array_equal(read_lung_mask(saved, dicom_ct).labels, labels)
     bones = mrml.labelmap_segmentation_node((lobes == 6).astype(np.uint8), dicom_ct.spacing, dicom_ct.origin,
                                             dicom_ct.direction, {1: ("d", "bone", (1, 1, 1), "")}, "bones", "bones",
                                             reference_node=ct_node, scene=scene)
