@@ -36,11 +36,11 @@ def _baseline(rev: str, name: str, folder: Path):
     return module
 
 
-def _cpu(fn, repeats: int) -> float:
+def _cpu(repeats: int, fn, *args) -> float:
     best = float("inf")
     for _ in range(repeats):
         t = time.process_time()
-        fn()
+        fn(*args)
         best = min(best, time.process_time() - t)
     return best
 
@@ -59,10 +59,10 @@ def main() -> None:
     for rel in VOLUMES:
         ct = load_ct(args.data / rel)
         masks = {"before": old_mask.lung_mask(ct.hu, ct.spacing), "now": lung_mask.lung_mask(ct.hu, ct.spacing)}
-        m0 = _cpu(lambda: old_mask.lung_mask(ct.hu, ct.spacing), args.repeats)
-        m1 = _cpu(lambda: lung_mask.lung_mask(ct.hu, ct.spacing), args.repeats)
-        b0 = _cpu(lambda: old_bands.hu_band_extent(ct.hu, masks["before"].labels, ct.spacing), args.repeats)
-        b1 = _cpu(lambda: hu_bands.hu_band_extent(ct.hu, masks["now"].labels, ct.spacing), args.repeats)
+        m0 = _cpu(args.repeats, old_mask.lung_mask, ct.hu, ct.spacing)
+        m1 = _cpu(args.repeats, lung_mask.lung_mask, ct.hu, ct.spacing)
+        b0 = _cpu(args.repeats, old_bands.hu_band_extent, ct.hu, masks["before"].labels, ct.spacing)
+        b1 = _cpu(args.repeats, hu_bands.hu_band_extent, ct.hu, masks["now"].labels, ct.spacing)
         print(f"| {Path(rel).name} {ct.shape} | {m0:.2f} | {m1:.2f} | {m1 / m0:.2f} | {b0:.2f} | {b1:.2f} | "
               f"{b1 / b0:.2f} |", flush=True)
         del ct, masks
