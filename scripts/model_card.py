@@ -41,7 +41,7 @@ Chosen: **{sel['chosen']['model']}**, mirror TTA {'on' if sel['chosen']['hflip_t
 
 **Research use only. Not a medical device; not for clinical diagnosis.**
 
-- Task: {card['task']}
+- Task: {card.get('task_description', card['task'])}
 - Architecture: {card['architecture']} ({t.get('initialisation', 'ImageNet')} initialisation), {len(card['labels'])} outputs {card['labels']}
 - Method: {t.get('method_description', t['method'])}
 - Weights: `weights.safetensors`, sha256 `{card['weights_sha256']}` (checked on every load)
