@@ -23,6 +23,13 @@ PLAIN_BASELINE_VAL = {"auc": 0.855, "f1": 0.76}
 STUDY_MIN_FRACTION = 0.05  # seed 002: a study is positive when > 5 % of its lung slices are positive
 
 
+def between_scores(scores: np.ndarray, threshold: float) -> float:
+    """The midpoint between ``threshold`` and the next lower score: the same decisions (score >= threshold), but
+    no validation score sits exactly on the operating point."""
+    below = np.asarray(scores)[np.asarray(scores) < threshold]
+    return float((threshold + below.max()) / 2 if below.size else threshold / 2)
+
+
 def export_package(result: TrainResult, out: str | Path, *, name: str, labels: list[str], positive_label: str,
                    val_labels: np.ndarray, data: dict, command: str, hflip_tta: bool = False,
                    val_patients: list[str] | None = None) -> ModelPackage:
@@ -31,7 +38,7 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
     method = result.config["method"]
     temperature = fit_temperature(result.val_logits, val_labels)
     prob = softmax(result.val_logits, temperature)[:, pos]
-    threshold = youden_threshold(val_labels == pos, prob)
+    threshold = between_scores(prob, youden_threshold(val_labels == pos, prob))
     at_half = binary_metrics(val_labels == pos, prob, 0.5)
     at_op = binary_metrics(val_labels == pos, prob, threshold)
     auc_ci = bootstrap_ci(val_labels == pos, prob, groups=np.asarray(val_patients) if val_patients else None)
@@ -58,7 +65,8 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
             "hflip_tta": hflip_tta,
         },
         "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": data["val"]},
-        "operating_point": {"slice_threshold": threshold, "chosen_by": "Youden J on the validation split"},
+        "operating_point": {"slice_threshold": threshold,
+                            "chosen_by": "Youden J on the validation split, placed midway to the next lower score"},
         "study_rule": {"rule": "fraction_of_positive_slices", "min_fraction": STUDY_MIN_FRACTION,
                        "source": "seed 002 (Chen et al.): 5 % proportion threshold, chosen there for sensitivity; "
                                  "no COVID-19 CT volumes are available here to tune it"},
