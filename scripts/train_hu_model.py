@@ -1,13 +1,15 @@
-"""The HU slice model of issue 11: render the HU training data, validate the recipe leave-one-patient-out, train
-the final model on all of it, and write the results table (docs/hu_model.md, runs/hu-model/results.json).
+"""The HU slice model of issue 11: render the HU training data, validate the recipe with patients left out (two folds:
+P002 alone, then every other HU patient at once), train the final model on all of it (unless --skip-final), and
+score the held-out slices (runs/hu-model/scores.json; the table: scripts/hu_model_results.py).
 
 HU data (real scanner CT in Hounsfield units): covid-ct-md P002 (COVID-19, radiologists' slice labels), cap002 (CAP:
 its slices are not COVID-19), normal002; chest-ct's two lung-cancer volumes (not COVID-19); covid-hu-slices' single
 COVID-19 slices whose lungs show findings in the data README's visual description (A002304, A046441, A072894,
 A098752; A048383 "largely clear" and A067967 "mostly liver" are left out). 8-bit extra data: COVID-CT's official
 train split and Inf-Net's 50 labelled slices (every one has an infection mask: COVID-19 positive), both under the
-intensity augmentation. Model selection uses COVID-CT val only (the last epoch of a fixed recipe is kept); the
-held-out patient of a fold is scored only after its model is trained. No test split and no kept-back patient is read.
+intensity augmentation. No epoch selection (the last epoch of a fixed recipe is kept); COVID-CT val calibrates and
+sets the operating point; the held-out patients of a fold are scored only after its model is trained. No test split
+and no kept-back patient is read.
 
 Every stage is resumable (finished folds are skipped; a killed training resumes from its checkpoint):
 OMP_NUM_THREADS=1 python scripts/train_hu_model.py --data ../shared/data --runs runs/hu-model
@@ -126,7 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "hu-model")
-    ap.add_argument("--skip-final", action="store_true", help="only the leave-one-patient-out folds")
+    ap.add_argument("--skip-final", action="store_true", help="only the folds with patients left out")
     args = ap.parse_args()
 
     data_args = prepare(args.data, args.runs)
