@@ -189,28 +189,33 @@ def ship(final: Path, dest: Path, results: dict) -> None:
 
 def render(r: dict) -> str:
     lines = ["# HU slice model: validation with patients left out, on real CT in Hounsfield units", "",
-             "Produced by `OMP_NUM_THREADS=1 python scripts/train_hu_model.py --skip-final` (training, ~50 min on the shared 2-core CPU) and `python scripts/hu_model_results.py` "
-             "(this table). Two folds: P002 (the one COVID-19 volume with slice labels) held out, then every other HU "
-             "patient held out at once. Each fold trains the recipe without its held-out patients, then scores them; the "
+             "Produced by `OMP_NUM_THREADS=1 python scripts/train_hu_model.py --skip-final` (training, ~50 min on "
+             "the shared 2-core CPU) and `python scripts/hu_model_results.py` (this table). Two folds: P002 (the one "
+             "COVID-19 volume with slice labels) held out, then every other HU patient held out at once. Each fold "
+             "trains the recipe without its held-out patients, then scores them; the "
              f"shipped model ({SHIPPED}) scores the same slices. 95 % intervals: bootstrap over blocks of "
              f"{r['block_slices']} consecutive lung slices (2 cm), 2000 resamples, within each patient: they show "
              "slice sampling, not the spread between patients (one labelled COVID-19 volume).", "",
-             "| fold | patient | study label | lung slices (COVID+ targets) | slice AUC new (CI) | slice AUC shipped (CI) "
-             "| difference (CI) | slices called COVID new | shipped | study COVID new / shipped |",
+             "| fold | patient | study label | lung slices (COVID+ targets) | slice AUC new (CI) "
+             "| slice AUC shipped (CI) | difference (CI) | slices called COVID new | shipped | study COVID new / shipped |",
              "|---|---|---|---|---|---|---|---|---|---|"]
+    yes = {True: "yes", False: "no"}
     for fold, rows in r["folds"].items():
         for p, row in rows.items():
             if p.startswith("_"):
                 continue
             a = row.get("slice_auc")
-            aucs = (ci_text(a["a"]["value"], a["a"]["ci"]), ci_text(a["b"]["value"], a["b"]["ci"]),
-                    f"{a['diff']['value']:+.3f} ({a['diff']['ci'][0]:+.3f}-{a['diff']['ci'][1]:+.3f})") if a else ("-",) * 3
+            aucs = ("-",) * 3
+            if a:
+                aucs = (ci_text(a["a"]["value"], a["a"]["ci"]), ci_text(a["b"]["value"], a["b"]["ci"]),
+                        f"{a['diff']['value']:+.3f} ({a['diff']['ci'][0]:+.3f}-{a['diff']['ci'][1]:+.3f})")
             lp, sp = row["lopo_positive"], row["shipped_positive"]
             lines.append(f"| {fold} | {p} | {row['label']} | {row['lung_slices']} ({row['positive_targets']}) | "
                          f"{aucs[0]} | {aucs[1]} | {aucs[2]} | {lp['positive']}/{lp['n']} ({lp['ci'][0]:.2f}-"
                          f"{lp['ci'][1]:.2f}) | {sp['positive']}/{sp['n']} | "
-                         f"{'yes' if row['lopo_study_covid'] else 'no'} / {'yes' if row['shipped_study_covid'] else 'no'} |")
-    lines += ["", "HU patients each fold model was trained on (besides COVID-CT train and Inf-Net's 50 labelled slices):"]
+                         f"{yes[row['lopo_study_covid']]} / {yes[row['shipped_study_covid']]} |")
+    lines += ["", "HU patients each fold model was trained on (besides COVID-CT train and Inf-Net's 50 labelled "
+                  "slices):"]
     lines += [f"- fold {fold}: " + "; ".join(rows["_training_hu"]) for fold, rows in r["folds"].items()]
     if any("P002" in rows for rows in r["folds"].values()):
         lines += ["", "![P002 per-slice scores](hu_model_p002.png)",

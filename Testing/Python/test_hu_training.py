@@ -41,8 +41,8 @@ def test_fine_tune_from_package_keeps_frozen_blocks(tmp_path):
     tr, va = covid_ct_split(COVID_CT, "train"), covid_ct_split(COVID_CT, "val")
     tr, va = tr[:4] + tr[-4:], va[:3] + va[-3:]
     data = (load_images(tr, 64), np.array([i.label for i in tr]), load_images(va, 64), np.array([i.label for i in va]))
-    config = TrainConfig(epochs=1, batch_size=4, lr=1e-3, warmup_epochs=0, device="cpu", init_model="covidct-effnetlite0-v1",
-                         freeze_blocks=6, intensity_augment=True, select="last")
+    config = TrainConfig(epochs=1, batch_size=4, lr=1e-3, warmup_epochs=0, device="cpu",
+                         init_model="covidct-effnetlite0-v1", freeze_blocks=6, intensity_augment=True, select="last")
     result = train(*data, config, tmp_path / "w")
     start = load_package("covidct-effnetlite0-v1").build().state_dict()
     fixed = [k for k in start if k.startswith(("backbone._conv_stem", "backbone._bn0", "backbone._blocks.0.",
