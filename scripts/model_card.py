@@ -61,7 +61,7 @@ Per volume / slice: `{json.dumps(card.get('hu_ct_check', {}).get('non_covid_volu
 
 **Research use only. Not a medical device; not for clinical diagnosis.**
 
-- Task: {card['task']}
+- Task: {card.get('task_description', card['task'])}
 - Architecture: {card['architecture']} ({t.get('initialisation', 'ImageNet')} initialisation), {len(card['labels'])} outputs {card['labels']}
 - Method: {t.get('method_description', t['method'])}
 - Weights: `weights.safetensors`, sha256 `{card['weights_sha256']}` (checked on every load)

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation instead of ImageNet")
     p.add_argument("--cancel-file", type=Path, default=None,
                    help="stop between steps once this file exists (the GUI's Stop; portable where signals are not)")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="progress as PROGRESS / STATUS / DONE lines on stdout (CovidCTScreenLib.process_runner) "
+                        "instead of a progress bar")
     return p
 
 
@@ -164,6 +167,16 @@ def main(argv: list[str] | None = None) -> int:
             nonlocal bar
             if not main_rank:
                 return
+            if args.progress_lines:
+                from CovidCTScreenLib.process_runner import format_progress, format_status
+
+                status = {"phase": rep.phase, "epoch": rep.epoch, "epochs": rep.epochs,
+                          "loss": round(rep.train_loss, 4), "seconds": round(rep.seconds, 1)}
+                if rep.val:
+                    status |= {"val_auc": rep.val["auc"], "best_auc": rep.best_auc, "best_epoch": rep.best_epoch}
+                print(format_progress(rep.phase, rep.epoch / rep.epochs), flush=True)
+                print(format_status(status), flush=True)
+                return
             if bar is None or bar.desc != rep.phase:
                 if bar is not None:
                     bar.close()
@@ -198,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         v = pkg.card["validation"]["at_0.5"]
         print(f"exported {pkg.path}: val AUC {v['auc']:.3f}, F1 {v['f1']:.3f}, accuracy {v['accuracy']:.3f} "
               f"(best epoch {result.best_epoch})")
+        if args.progress_lines:
+            from CovidCTScreenLib.process_runner import format_status
+
+            print(format_status({"final": {"auc": v["auc"], "f1": v["f1"], "accuracy": v["accuracy"],
+                                           "best_epoch": result.best_epoch}}))
+            print(f"DONE {pkg.path}", flush=True)
         return 0
     except (KeyboardInterrupt, Cancelled):
         print("covidct-train: cancelled; run the same command again to resume from the last epoch", file=sys.stderr)

@@ -36,6 +36,10 @@ def _covid_ct_patients(root: Path) -> dict[str, str]:
 def covid_ct_split(root: str | Path, split: str) -> list[Item]:
     """Items of the official COVID-CT ``train`` / ``val`` split (label 1 = COVID), with patient ids."""
     root = Path(root)
+    missing = [n for n in ("CT_COVID", "CT_NonCOVID", "splits", "meta/COVID-CT-MetaInfo.csv",
+                           "meta/NonCOVID-CT-MetaInfo.csv") if not (root / n).exists()]
+    if missing:
+        raise InputError(f"{root} is not a COVID-CT folder: {', '.join(missing)} not found")
     patients = _covid_ct_patients(root)
     items = []
     for label, cls in enumerate(COVID_CT_LABELS):

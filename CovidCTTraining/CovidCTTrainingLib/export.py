@@ -11,7 +11,7 @@ import numpy as np
 from CovidCTScreenLib import __version__
 from CovidCTScreenLib.calibration import softmax
 from CovidCTScreenLib.metrics import binary_metrics, bootstrap_ci, youden_threshold
-from CovidCTScreenLib.model_package import ModelPackage, save_package
+from CovidCTScreenLib.model_package import SLICE_CLASSIFICATION, ModelPackage, save_package
 from CovidCTScreenLib.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
 
 from .calibrate import fit_temperature
@@ -23,13 +23,6 @@ PLAIN_BASELINE_VAL = {"auc": 0.855, "f1": 0.76}
 STUDY_MIN_FRACTION = 0.05  # seed 002: a study is positive when > 5 % of its lung slices are positive
 
 
-def between_scores(scores: np.ndarray, threshold: float) -> float:
-    """The midpoint between ``threshold`` and the next lower score: the same decisions (score >= threshold), but
-    no validation score sits exactly on the operating point."""
-    below = np.asarray(scores)[np.asarray(scores) < threshold]
-    return float((threshold + below.max()) / 2 if below.size else threshold / 2)
-
-
 def export_package(result: TrainResult, out: str | Path, *, name: str, labels: list[str], positive_label: str,
                    val_labels: np.ndarray, data: dict, command: str, hflip_tta: bool = False,
                    val_patients: list[str] | None = None) -> ModelPackage:
@@ -38,7 +31,7 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
     method = result.config["method"]
     temperature = fit_temperature(result.val_logits, val_labels)
     prob = softmax(result.val_logits, temperature)[:, pos]
-    threshold = between_scores(prob, youden_threshold(val_labels == pos, prob))
+    threshold = youden_threshold(val_labels == pos, prob)
     at_half = binary_metrics(val_labels == pos, prob, 0.5)
     at_op = binary_metrics(val_labels == pos, prob, threshold)
     auc_ci = bootstrap_ci(val_labels == pos, prob, groups=np.asarray(val_patients) if val_patients else None)
@@ -46,7 +39,8 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "software": {"covidctscreen": __version__, "python": platform.python_version()},
-        "task": "slice classification: COVID-19 vs non-COVID-19 (axial chest CT slice)",
+        "task": SLICE_CLASSIFICATION,
+        "task_description": "slice classification: COVID-19 vs non-COVID-19 (axial chest CT slice)",
         "architecture": result.config["architecture"],
         "labels": labels,
         "positive_label": positive_label,
@@ -65,8 +59,8 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
             "hflip_tta": hflip_tta,
         },
         "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": data["val"]},
-        "operating_point": {"slice_threshold": threshold,
-                            "chosen_by": "Youden J on the validation split, placed midway to the next lower score"},
+        "operating_point": {"slice_threshold": threshold, "chosen_by": "Youden J on the validation split",
+                            "placement": "midway between neighbouring validation scores (metrics.between_scores)"},
         "study_rule": {"rule": "fraction_of_positive_slices", "min_fraction": STUDY_MIN_FRACTION,
                        "source": "seed 002 (Chen et al.): 5 % proportion threshold, chosen there for sensitivity; "
                                  "no COVID-19 CT volumes are available here to tune it"},
