@@ -250,7 +250,7 @@ def write_nrrd(volume: CTVolume, array: np.ndarray, path: str | os.PathLike, sla
               f"space origin: ({','.join(repr(float(v)) for v in volume.origin)})\n\n")
     with open(path, "wb") as f:
         f.write(header.encode("ascii"))
-        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as z:
+        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=1, mtime=0) as z:
             for k in range(0, len(array), slab):
                 z.write(np.ascontiguousarray(array[k:k + slab], array.dtype.newbyteorder("<")).tobytes())
 
