@@ -85,15 +85,39 @@ class LungMask:
 
 
 def _fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
-    return np.stack([ndimage.binary_fill_holes(s) for s in mask])
+    out = np.empty_like(mask)
+    for k, s in enumerate(mask):
+        out[k] = ndimage.binary_fill_holes(s)
+    return out
+
+
+SLAB = 32  # slices per slab where a full-volume temporary would cost memory
+
+
+def _slab_bincount(labels: np.ndarray, select: np.ndarray | None = None) -> np.ndarray:
+    """``np.bincount`` of the labels (of the voxels where ``select``), slab by slab: no int64 copy of the volume."""
+    out = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
+    for k in range(0, len(labels), SLAB):
+        part = labels[k:k + SLAB] if select is None else labels[k:k + SLAB][select[k:k + SLAB]]
+        out += np.bincount(part.ravel(), minlength=len(out))
+    return out
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """3D labels (face connectivity) and the voxel count of each label (index 0 = background)."""
     import SimpleITK as sitk
 
-    labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8))))
-    return labels, np.bincount(labels.ravel())
+    image = sitk.ConnectedComponent(sitk.GetImageFromArray(np.ascontiguousarray(mask).view(np.uint8)))
+    labels = sitk.GetArrayFromImage(image)
+    del image
+    return labels, _slab_bincount(labels)
+
+
+def _lookup(labels: np.ndarray, keep) -> np.ndarray:
+    """Boolean mask of the voxels whose label is in ``keep`` (a table lookup: no sort, no per-label pass)."""
+    table = np.zeros(int(labels.max(initial=0)) + 1, bool)
+    table[np.asarray(keep, np.int64)] = True
+    return table[labels]
 
 
 def body_mask(hu: np.ndarray) -> np.ndarray:
@@ -102,7 +126,9 @@ def body_mask(hu: np.ndarray) -> np.ndarray:
     if len(sizes) < 2:
         return np.zeros(hu.shape, bool)
     sizes[0] = 0
-    return _fill_holes_per_slice(labels == sizes.argmax())
+    largest = labels == sizes.argmax()
+    del labels
+    return _fill_holes_per_slice(largest)
 
 
 def airway_mask(hu: np.ndarray, body: np.ndarray, spacing) -> np.ndarray:
@@ -127,7 +153,7 @@ def airway_mask(hu: np.ndarray, body: np.ndarray, spacing) -> np.ndarray:
             grown = tuple(slice(max(b.start - ring_px, 0), b.stop + ring_px) for b in box)
             comp = labels[grown] == i
             ring = ndimage.binary_dilation(comp, iterations=ring_px) & ~comp
-            if hu[k][grown][ring].mean() > AIRWAY_RING_HU:
+            if hu[k][grown][ring].mean(dtype=np.float64) > AIRWAY_RING_HU:
                 out[k][grown] |= comp
     return out
 
@@ -171,27 +197,31 @@ def _split_two(lung: np.ndarray) -> np.ndarray:
 
 def _side_labels(components: np.ndarray, hu: np.ndarray) -> np.ndarray:
     """Right (1) / left (2) from components: the two largest are the lungs; others join their side."""
-    sizes = np.bincount(components.ravel())
-    gas = np.bincount(components.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes)) > 0.5 * sizes
+    sizes = _slab_bincount(components)
+    gas = _slab_bincount(components, hu < GAS_HU) > 0.5 * sizes
     sizes[0] = 0
     total = sizes.sum()
     keep = [i for rank, i in enumerate(np.argsort(sizes)[::-1])
             if sizes[i] > 0 and (rank < 2 or (sizes[i] >= 0.01 * total and not gas[i]))]
-    out = np.zeros(components.shape, np.uint8)
     if not keep:
-        return out
-    xs = {i: np.nonzero(components == i)[2].mean() for i in keep}
+        return np.zeros(components.shape, np.uint8)
+    x_sums = np.zeros(len(sizes))  # per label: the sum of its voxels' x index (exact: integers below 2**53)
+    cols = np.arange(components.shape[2], dtype=np.float64)
+    for k in range(0, len(components), SLAB):
+        part = components[k:k + SLAB]
+        x_sums += np.bincount(part.ravel(), weights=np.broadcast_to(cols, part.shape).ravel(), minlength=len(sizes))
+    xs = {i: x_sums[i] / sizes[i] for i in keep}
+    table = np.zeros(len(sizes), np.uint8)
     if len(keep) == 1:
         body_cols = components.shape[2] / 2.0
-        out[components == keep[0]] = LEFT if xs[keep[0]] > body_cols else RIGHT
-        return out
+        table[keep[0]] = LEFT if xs[keep[0]] > body_cols else RIGHT
+        return table[components]
     a, b = keep[0], keep[1]
     right, left = (a, b) if xs[a] < xs[b] else (b, a)
     midline = (xs[a] + xs[b]) / 2.0
     for i in keep:
-        side = RIGHT if (i == right or (i != left and xs[i] < midline)) else LEFT
-        out[components == i] = side
-    return out
+        table[i] = RIGHT if (i == right or (i != left and xs[i] < midline)) else LEFT
+    return table[components]
 
 
 def _cylinder_steps(radius_mm: float, spacing) -> list[np.ndarray]:
@@ -249,14 +279,14 @@ def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     total = max(int(body.sum()), 1)
     for air_hu in CORE_HU:
         labels, sizes = _components((hu < air_hu) & body)
-        gas_voxels = np.bincount(labels.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes))
+        gas_voxels = _slab_bincount(labels, hu < GAS_HU)
         sizes[0] = 0
         gas = (gas_voxels > 0.5 * sizes) & (sizes > 0)  # median below GAS_HU
         lung_sizes = np.where(gas, 0, sizes)
         keep = lung_sizes >= max(0.005 * lung_sizes.sum(), 1)
         if lung_sizes[keep].sum() >= MIN_CORE_FRACTION * total:
             break
-    return np.isin(labels, np.flatnonzero(keep)), np.isin(labels, np.flatnonzero(gas))
+    return _lookup(labels, np.flatnonzero(keep)), _lookup(labels, np.flatnonzero(gas))
 
 
 def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
@@ -265,12 +295,21 @@ def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
     if f == 1:
         return _lung_mask(hu, spacing)
     z, h, w = hu.shape
-    padded = np.pad(hu, ((0, 0), (0, -h % f), (0, -w % f)), mode="edge")
-    small = padded.reshape(z, padded.shape[1] // f, f, padded.shape[2] // f, f).mean(axis=(2, 4))
+    small = np.empty((z, -(-h // f), -(-w // f)), np.float32)  # block means, slab by slab (integer HU sum exactly)
+    for k in range(0, z, SLAB):
+        padded = np.pad(hu[k:k + SLAB], ((0, 0), (0, -h % f), (0, -w % f)), mode="edge")
+        small[k:k + SLAB] = padded.reshape(len(padded), small.shape[1], f, small.shape[2], f).mean(
+            axis=(2, 4), dtype=np.float32)
+    del padded
     coarse = _lung_mask(small, (spacing[0] * f, spacing[1] * f, spacing[2]))
+    del small
 
-    def up(a: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(a, f, axis=1), f, axis=2)[:, :h, :w]
+    def up(a: np.ndarray) -> np.ndarray:  # nearest neighbour, written in place (no repeated copies)
+        out = np.empty((z, h, w), a.dtype)
+        for i in range(f):
+            for j in range(f):
+                out[:, i::f, j::f] = a[:, :len(range(i, h, f)), :len(range(j, w, f))]
+        return out
 
     return LungMask(labels=up(coarse.labels), body=up(coarse.body))
 
@@ -290,8 +329,9 @@ def _lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
             grown = ndimage.binary_dilation(grown, step)
         candidate[box] &= ~grown
     candidate_labels, _ = _components(candidate)
-    lung = np.isin(candidate_labels, np.unique(candidate_labels[core & candidate]))
+    lung = _lookup(candidate_labels, np.unique(candidate_labels[core & candidate]))
     lung &= candidate_labels > 0
+    del candidate_labels, core
     sides = _side_labels(_split_two(lung), hu)
     labels = np.zeros(hu.shape, np.uint8)
     other_air = (hu < LUNG_HU) & (sides == 0)  # airways, gas and their margins: closing adds tissue, not air
