@@ -61,6 +61,7 @@ def to_volume(cams: np.ndarray, weights: np.ndarray, indices: np.ndarray, box: t
     """The heatmap on the CT grid, in [0, 1], zero outside the lungs: each slice's raw Grad-CAM resized into
     the lung box, divided by one scale for the whole study (``percentile`` of the raw CAM inside the lungs of
     the scored slices; above it clipped to 1), times the slice's weight (its calibrated P(COVID-19)).
+    ``lungs``: the lung mask or the lung labels (non-zero = lung), read slice by slice (no full-volume copy).
 
     One scale keeps slices comparable (weak evidence stays dim, unlike a per-slice max); the weight keeps
     a slice the model finds normal from glowing.
@@ -68,12 +69,13 @@ def to_volume(cams: np.ndarray, weights: np.ndarray, indices: np.ndarray, box: t
     heat = np.zeros(shape, np.float32)
     h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
     for cam, k in zip(cams, indices):
-        heat[k, box[0], box[1]] = resize_map(cam, (h, w))
-        heat[k] *= lungs[k]
-    inside = np.concatenate([heat[k, ::2, ::2][lungs[k, ::2, ::2]] for k in indices])  # 1 in 4 voxels suffices
+        heat[k, box[0], box[1]] = resize_map(cam, (h, w)) * (lungs[k, box[0], box[1]] > 0)
+    # the raw CAM inside the lungs, 1 in 4 voxels suffices
+    inside = np.concatenate([heat[k, ::2, ::2][lungs[k, ::2, ::2] > 0] for k in indices])
     scale = float(np.percentile(inside, percentile)) if inside.size else 0.0
     scale = scale if scale > 0 else float(inside.max(initial=0.0))  # when most of the lung has no evidence
     if scale > 0:  # else every map is zero already
         for weight, k in zip(weights, indices):
-            heat[k] = np.minimum(heat[k] / scale, 1.0) * weight
+            part = heat[k, box[0], box[1]]  # outside the lung box the map is zero already
+            part[:] = np.minimum(part / scale, 1.0) * weight
     return heat

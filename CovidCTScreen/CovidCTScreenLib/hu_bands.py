@@ -45,11 +45,12 @@ SIDES = {1: "right", 2: "left"}
 @dataclass
 class BandResult:
     labels: np.ndarray  # (z, y, x) uint8: 0 none, 1 GGO, 2 consolidation (input shape, 2D for a 2D input)
-    vessels: np.ndarray  # bool: thin structures at or above GGO density (vessels, halo, fissures) the opening removed
     measured: np.ndarray  # bool: the eroded lung that was measured
     per_slice: list[dict]  # one row per slice with lung: {"slice": k, "right": {...}, "left": {...}, "both": {...}}
     totals: dict  # {"right": {...}, "left": {...}, "both": {...}}: lung_ml, measured_ml, ggo/consolidation mL and %
     parameters: dict = field(default_factory=dict)
+    vessels: np.ndarray | None = None  # bool (with ``vessels=True``): thin structures at or above GGO density
+    # (vessels, halo, fissures) the opening removed
 
 
 def disc(radius_px: int) -> np.ndarray:
@@ -57,6 +58,45 @@ def disc(radius_px: int) -> np.ndarray:
     r = max(int(radius_px), 0)
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
     return xx * xx + yy * yy <= r * r + r  # + r: the usual digital disc (no single-pixel spikes)
+
+
+# Paeth's 19 compare-exchanges after which the middle of 9 values sits at index 4 (the median)
+_MEDIAN9 = [(1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+            (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)]
+
+
+def median3(image: np.ndarray) -> np.ndarray:
+    """3 x 3 median of a 2D image, edges replicated: ``ndimage.median_filter(image, 3, mode="nearest")`` exactly,
+    by a sorting network on the 9 shifted images (about 20x faster)."""
+    p = np.pad(image, 1, mode="edge")
+    h, w = image.shape
+    v = [p[i:i + h, j:j + w].copy() for i in range(3) for j in range(3)]
+    for a, b in _MEDIAN9:
+        low = np.minimum(v[a], v[b])
+        np.maximum(v[a], v[b], out=v[b])
+        v[a] = low
+    return v[4]
+
+
+def grey_opening(image: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """``ndimage.grey_opening(image, footprint=footprint)`` exactly (mode "reflect") for a symmetric footprint whose
+    rows are centred runs (a ``disc``): each row's minimum / maximum is a 1D filter, shifted (about 2x faster)."""
+    r = footprint.shape[0] // 2
+    half = footprint.sum(axis=1) // 2
+    h, w = image.shape
+
+    def flat(x: np.ndarray, filter1d, combine) -> np.ndarray:
+        padded = np.pad(x, r, mode="symmetric")  # numpy "symmetric" is scipy "reflect"
+        rows, out = {}, None
+        for dy in range(-r, r + 1):
+            a = int(half[dy + r])
+            if a not in rows:
+                rows[a] = filter1d(padded, 2 * a + 1, axis=1)
+            part = rows[a][r + dy:r + dy + h, r:r + w]
+            out = part.copy() if out is None else combine(out, part, out=out)
+        return out
+
+    return flat(flat(image, ndimage.minimum_filter1d, np.minimum), ndimage.maximum_filter1d, np.maximum)
 
 
 def _radius_px(mm: float, spacing) -> int:
@@ -83,47 +123,48 @@ def extent(ggo: int, cons: int, lung: int, measured: int, voxel_ml: float) -> di
             "ggo_pct": pct(ggo), "consolidation_pct": pct(cons), "lesion_pct": pct(ggo + cons)}
 
 
-def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -> BandResult:
+def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float], vessels: bool = False) -> BandResult:
     """GGO / consolidation extent from HU bands in each lung of a (z, y, x) volume or a (y, x) slice.
 
     ``lungs``: a ``lung_mask.LungMask`` or its labels (1 right, 2 left); a boolean mask is reported as
     "both" only. ``spacing``: (x, y, z) mm; for a single slice z is the slice thickness (mL need it).
+    ``vessels``: also return the thin dense structures the opening removed (a volume the screening does not use).
     """
     if len(spacing) != 3:
         raise ValueError("spacing must be (x, y, z) mm; for a single slice give its thickness as z")
     boolean = np.asarray(getattr(lungs, "labels", lungs)).dtype == bool
     hu3, lab3, squeeze = _as_3d(hu, lungs)
-    lab3 = lab3.astype(np.uint8)
+    lab3 = lab3.astype(np.uint8, copy=False)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rim = disc(_radius_px(RIM_MM, spacing))
     labels = np.zeros(hu3.shape, np.uint8)
-    vessels = np.zeros(hu3.shape, bool)
+    thin = np.zeros(hu3.shape, bool) if vessels else None
     measured = np.zeros(hu3.shape, bool)
     sides = [] if boolean else [s for s in SIDES if (lab3 == s).any()]
     per_slice = []
     counts = {name: np.zeros(4, np.int64) for name in ["both", *(SIDES[s] for s in sides)]}
-    # partial volume across slices: a lung voxel whose neighbour in the slice above or below is not the same lung
-    # holds some diaphragm, chest wall or mediastinum (the domes are nearly parallel to the slices)
-    z_inner = (lab3 == np.concatenate([lab3[:1], lab3[:-1]])) & (lab3 == np.concatenate([lab3[1:], lab3[-1:]]))
     opening = disc(max(1, round(VESSEL_MAX_DIAMETER_MM / 2.0 / min(spacing[0], spacing[1]))))
     for k in np.flatnonzero(lab3.reshape(len(lab3), -1).any(axis=1)):
         lung = lab3[k] > 0
         rows, cols = (np.flatnonzero(lung.any(axis=a)) for a in (1, 0))
         pad = max(rim.shape[0], 8)
         box = (slice(max(rows[0] - pad, 0), rows[-1] + pad + 1), slice(max(cols[0] - pad, 0), cols[-1] + pad + 1))
-        h = ndimage.median_filter(hu3[k][box], size=MEDIAN_PX, mode="nearest")
+        h = median3(hu3[k][box])
         lab = lab3[k][box]
         meas = np.zeros(lab.shape, bool)
         for s in (np.unique(lab[lab > 0])):
             meas |= ndimage.binary_erosion(lab == s, rim)
-        meas &= z_inner[k][box]
-        regional = ndimage.grey_opening(h, footprint=opening)
-        ves = meas & (h >= GGO_HU[0]) & (regional < GGO_HU[0])  # thin dense structures and their halo
+        # partial volume across slices: a lung voxel whose neighbour in the slice above or below is not the same
+        # lung holds some diaphragm, chest wall or mediastinum (the domes are nearly parallel to the slices)
+        meas &= (lab == lab3[max(k - 1, 0)][box]) & (lab == lab3[min(k + 1, len(lab3) - 1)][box])
+        regional = grey_opening(h, opening)
         ggo = meas & (regional >= GGO_HU[0]) & (regional < GGO_HU[1])
         cons = meas & (regional >= CONSOLIDATION_HU[0]) & (regional < CONSOLIDATION_HU[1])
         labels[k][box][ggo] = GGO
         labels[k][box][cons] = CONSOLIDATION
-        vessels[k][box], measured[k][box] = ves, meas
+        measured[k][box] = meas
+        if vessels:  # thin dense structures and their halo
+            thin[k][box] = meas & (h >= GGO_HU[0]) & (regional < GGO_HU[0])
         row = {"slice": int(k)}
         for name, sel in [("both", lab > 0)] + [(SIDES[s], lab == s) for s in sides]:
             c = np.array([(ggo & sel).sum(), (cons & sel).sum(), sel.sum(), (meas & sel).sum()])
@@ -135,5 +176,5 @@ def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
               "vessel_max_diameter_mm": VESSEL_MAX_DIAMETER_MM, "regional_density": "grey opening",
               "median_px": MEDIAN_PX, "spacing": tuple(float(s) for s in spacing)}
     if squeeze:
-        labels, vessels, measured = labels[0], vessels[0], measured[0]
-    return BandResult(labels, vessels, measured, per_slice, totals, params)
+        labels, measured, thin = labels[0], measured[0], None if thin is None else thin[0]
+    return BandResult(labels, measured, per_slice, totals, params, thin)

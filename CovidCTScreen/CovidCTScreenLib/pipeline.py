@@ -166,7 +166,7 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
     if heatmap:
         check_cancel()
         t = time.perf_counter()
-        heat = to_volume(cams, pos, slices.indices, slices.box, volume.shape, mask.lungs)
+        heat = to_volume(cams, pos, slices.indices, slices.box, volume.shape, mask.labels)
         timings["gradcam_s"] = time.perf_counter() - t
     _stage_reporter(progress, "grad-cam")(1.0)
     check_cancel()

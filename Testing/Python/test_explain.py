@@ -83,3 +83,24 @@ def test_to_volume_one_scale_per_study_hottest_where_raw_is_highest():
     assert np.corrcoef(heat[1][lungs[1]], raw[lungs[1, box[0], box[1]]])[0, 1] > 0.999
     weighted = to_volume(cams, np.array([0.2, 1.0]), np.array([1, 2]), box, shape, lungs, percentile=100)
     assert np.allclose(weighted[1], 0.2 * heat[1]) and np.allclose(weighted[2], heat[2])
+
+
+def test_to_volume_from_labels_matches_the_previous_formula():
+    """Built in the lung box from the labels (no full-volume mask copy): the values of the previous whole-slice
+    formula, also with lung outside the box (it counts in the study scale, as before)."""
+    rng = np.random.default_rng(1)
+    cams = rng.random((3, 7, 7)).astype(np.float32)
+    shape, box, indices, weights = (5, 40, 50), (slice(5, 35), slice(10, 45)), np.array([0, 2, 3]), rng.random(3)
+    labels = np.zeros(shape, np.uint8)
+    labels[:, 8:32, 12:28], labels[:, 8:32, 28:48] = 1, 2  # the left lung reaches past the box
+    lungs = labels > 0
+    previous = np.zeros(shape, np.float32)
+    for cam, k in zip(cams, indices):
+        previous[k, box[0], box[1]] = resize_map(cam, (30, 35))
+        previous[k] *= lungs[k]
+    inside = np.concatenate([previous[k, ::2, ::2][lungs[k, ::2, ::2]] for k in indices])
+    scale = float(np.percentile(inside, 90))
+    for weight, k in zip(weights, indices):
+        previous[k] = np.minimum(previous[k] / scale, 1.0) * weight
+    for mask in (labels, lungs):
+        assert np.array_equal(to_volume(cams, weights, indices, box, shape, mask, percentile=90), previous)

@@ -33,7 +33,8 @@ def _synthetic_lungs(seed: int = 0):
 def test_known_volumes_and_vessels_excluded():
     hu, labels, ball, tubes = _synthetic_lungs()
     voxel_ml = np.prod(SPACING) / 1000.0
-    res = hu_band_extent(hu, labels, SPACING)
+    res = hu_band_extent(hu, labels, SPACING, vessels=True)
+    assert hu_band_extent(hu, labels, SPACING).vessels is None  # only on request: the screening does not use it
     true_ggo, true_cons = ball["ggo"].sum() * voxel_ml, ball["cons"].sum() * voxel_ml  # voxelised balls
     assert res.totals["right"]["ggo_ml"] == pytest.approx(true_ggo, rel=0.05)
     assert res.totals["left"]["consolidation_ml"] == pytest.approx(true_cons, rel=0.10)

@@ -148,3 +148,61 @@ def test_slab_nrrd_writer_reads_back_like_simpleitk(p002, tmp_path):
         assert ours.GetPixelID() == theirs.GetPixelID()
         for get in ("GetSpacing", "GetOrigin", "GetDirection"):
             assert np.allclose(getattr(ours, get)(), getattr(theirs, get)(), atol=1e-9)
+
+
+def test_band_filters_match_scipy_on_real_slices(p002):
+    """``hu_bands.median3`` and ``hu_bands.grey_opening`` give scipy's median filter and grey opening exactly."""
+    from scipy import ndimage
+
+    from CovidCTScreenLib.hu_bands import disc, grey_opening, median3
+
+    rng = np.random.default_rng(0)
+    images = [p002.hu[k, 90:400, 50:470] for k in (30, 70, 110)] + [rng.normal(size=(17, 23)).astype(np.float32)]
+    for image in images:
+        assert np.array_equal(median3(image), ndimage.median_filter(image, size=3, mode="nearest"))
+        for r in (1, 3, 6):
+            assert np.array_equal(grey_opening(image, disc(r)), ndimage.grey_opening(image, footprint=disc(r)))
+
+
+def _previous_side_labels(components, hu):
+    """``lung_mask._side_labels`` before the memory work (float64 weights, one full pass per component)."""
+    from CovidCTScreenLib.lung_mask import GAS_HU, LEFT, RIGHT
+
+    sizes = np.bincount(components.ravel())
+    gas = np.bincount(components.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes)) > 0.5 * sizes
+    sizes[0] = 0
+    keep = [i for rank, i in enumerate(np.argsort(sizes)[::-1])
+            if sizes[i] > 0 and (rank < 2 or (sizes[i] >= 0.01 * sizes.sum() and not gas[i]))]
+    xs = {i: np.nonzero(components == i)[2].mean() for i in keep}
+    a, b = keep[0], keep[1]
+    right, left = (a, b) if xs[a] < xs[b] else (b, a)
+    out = np.zeros(components.shape, np.uint8)
+    for i in keep:
+        out[components == i] = RIGHT if (i == right or (i != left and xs[i] < (xs[a] + xs[b]) / 2.0)) else LEFT
+    return out
+
+
+def test_lung_mask_matches_the_previous_formulas(p002):
+    """The lung mask (float32 block means by slab, slab-wise counts, table lookups, in-place upsampling) against
+    the previous formulas on a real CT: float64 block means, ``np.bincount``, ``np.isin``, ``np.repeat``."""
+    from CovidCTScreenLib import lung_mask as lm
+
+    hu, spacing = p002.hu, p002.spacing
+    f = max(1, int(round(lm.WORK_PIXEL_MM / min(spacing[0], spacing[1]))))
+    z, h, w = hu.shape
+    assert f > 1
+    padded = np.pad(hu, ((0, 0), (0, -h % f), (0, -w % f)), mode="edge")
+    small = padded.reshape(z, padded.shape[1] // f, f, padded.shape[2] // f, f).mean(axis=(2, 4))  # float64
+    coarse = lm._lung_mask(small, (spacing[0] * f, spacing[1] * f, spacing[2]))
+    previous = np.repeat(np.repeat(coarse.labels, f, axis=1), f, axis=2)[:, :h, :w]
+    assert np.array_equal(lm.lung_mask(hu, spacing).labels, previous)
+    # the helpers on the real working grid
+    body = lm.body_mask(small)
+    labels, sizes = lm._components((small < lm.CORE_HU[0]) & body)
+    gas = small < lm.GAS_HU
+    assert np.array_equal(sizes, np.bincount(labels.ravel()))
+    assert np.array_equal(lm._slab_bincount(labels, gas), np.bincount(labels.ravel(), weights=gas.ravel()))
+    some = np.flatnonzero(sizes > 100)
+    assert np.array_equal(lm._lookup(labels, some), np.isin(labels, some))
+    lungs = lm._split_two((small < lm.LUNG_HU) & body & lm._lookup(labels, some))
+    assert np.array_equal(lm._side_labels(lungs, small), _previous_side_labels(lungs, small))
