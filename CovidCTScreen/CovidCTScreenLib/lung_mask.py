@@ -233,6 +233,26 @@ def _cylinder_steps(radius_mm: float, spacing) -> list[np.ndarray]:
     return [_CROSS if i % 2 == 0 else _SQUARE for i in range(n_xy)] + [_Z_LINE] * n_z
 
 
+def _chain(mask: np.ndarray, steps: list[np.ndarray], dilate: bool) -> np.ndarray:
+    """Binary dilations (or erosions, outside counted as lung) by ``steps`` in turn, as ``binary_dilation`` /
+    ``binary_erosion(border_value=1)`` give them on a mask padded by the steps' reach, by fast 1D max / min
+    filters: a square is a line along y then x, a cross the union of the two, and the z-lines one long line."""
+    line_filter = ndimage.maximum_filter1d if dilate else ndimage.minimum_filter1d
+    union = np.maximum if dilate else np.minimum
+
+    def line(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+        return line_filter(a, size, axis=axis, mode="constant", cval=0 if dilate else 1)
+
+    out = mask.view(np.uint8)
+    for step in steps:
+        if step is _SQUARE:
+            out = line(line(out, 3, 1), 3, 2)
+        elif step is _CROSS:
+            out = union(line(out, 3, 1), line(out, 3, 2))
+    n_z = sum(step is _Z_LINE for step in steps)
+    return (line(out, 2 * n_z + 1, 0) if n_z else out).view(bool)
+
+
 def _bbox(mask: np.ndarray, pad: int, pad_z: int = 0) -> tuple[slice, slice, slice]:
     """Bounding box of a non-empty mask, grown by ``pad`` in-plane and ``pad_z`` across slices (clipped)."""
     zs, ys, xs = (np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
@@ -252,10 +272,7 @@ def _close_3d(mask: np.ndarray, spacing) -> np.ndarray:
     pad = len(steps) - pad_z + 2
     box = _bbox(mask, pad, pad_z)
     crop = np.pad(mask[box], ((pad_z, pad_z), (pad, pad), (pad, pad)))  # room for the cylinder at the array edge
-    for step in steps:
-        crop = ndimage.binary_dilation(crop, step)
-    for step in steps:
-        crop = ndimage.binary_erosion(crop, step, border_value=1)
+    crop = _chain(_chain(crop, steps, dilate=True), steps, dilate=False)
     out[box] = crop[pad_z:-pad_z, pad:-pad, pad:-pad]
     return out
 
@@ -295,12 +312,14 @@ def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
     if f == 1:
         return _lung_mask(hu, spacing)
     z, h, w = hu.shape
-    small = np.empty((z, -(-h // f), -(-w // f)), np.float32)  # block means, slab by slab (integer HU sum exactly)
+    small = np.zeros((z, -(-h // f), -(-w // f)), np.float32)  # block means (sums of whole HU are exact)
     for k in range(0, z, SLAB):
         padded = np.pad(hu[k:k + SLAB], ((0, 0), (0, -h % f), (0, -w % f)), mode="edge")
-        small[k:k + SLAB] = padded.reshape(len(padded), small.shape[1], f, small.shape[2], f).mean(
-            axis=(2, 4), dtype=np.float32)
+        for i in range(f):
+            for j in range(f):
+                small[k:k + SLAB] += padded[:, i::f, j::f]
     del padded
+    small /= f * f
     coarse = _lung_mask(small, (spacing[0] * f, spacing[1] * f, spacing[2]))
     del small
 

@@ -185,6 +185,8 @@ def _previous_side_labels(components, hu):
 def test_lung_mask_matches_the_previous_formulas(p002):
     """The lung mask (float32 block means by slab, slab-wise counts, table lookups, in-place upsampling) against
     the previous formulas on a real CT: float64 block means, ``np.bincount``, ``np.isin``, ``np.repeat``."""
+    from scipy import ndimage
+
     from CovidCTScreenLib import lung_mask as lm
 
     hu, spacing = p002.hu, p002.spacing
@@ -206,3 +208,15 @@ def test_lung_mask_matches_the_previous_formulas(p002):
     assert np.array_equal(lm._lookup(labels, some), np.isin(labels, some))
     lungs = lm._split_two((small < lm.LUNG_HU) & body & lm._lookup(labels, some))
     assert np.array_equal(lm._side_labels(lungs, small), _previous_side_labels(lungs, small))
+    # the closing's dilations / erosions by 1D filters against scipy's binary morphology, on the real right lung
+    steps = lm._cylinder_steps(lm.CLOSING_MM, (spacing[0] * f, spacing[1] * f, spacing[2]))
+    n_z = sum(step is lm._Z_LINE for step in steps)
+    right = np.pad(lm._side_labels(lungs, small) == lm.RIGHT, ((n_z + 1,) * 2, (len(steps),) * 2, (len(steps),) * 2))
+    previous = right
+    for step in steps:
+        previous = ndimage.binary_dilation(previous, step)
+    assert np.array_equal(lm._chain(right, steps, dilate=True), previous)
+    closed = previous
+    for step in steps:
+        closed = ndimage.binary_erosion(closed, step, border_value=1)
+    assert np.array_equal(lm._chain(previous, steps, dilate=False), closed) and (closed != right).any()
