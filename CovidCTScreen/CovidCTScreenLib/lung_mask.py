@@ -70,7 +70,7 @@ GRID_TOLERANCE_MM = 0.01  # origin and spacing of a user mask must match the CT'
 @dataclass
 class LungMask:
     labels: np.ndarray  # (z, y, x) uint8: 0 background, 1 right, 2 left
-    body: np.ndarray  # (z, y, x) bool
+    body: np.ndarray | None = None  # (z, y, x) bool; None where not kept (the screening does not use it)
     source: dict = field(default_factory=lambda: dict(COMPUTED))  # the report's "lung_mask" entry
 
     @property
@@ -306,11 +306,13 @@ def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _lookup(labels, np.flatnonzero(keep)), _lookup(labels, np.flatnonzero(gas))
 
 
-def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
-    """Right/left lung labels for a (z, y, x) HU array with (x, y, z) spacing in mm."""
+def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float], keep_body: bool = True) -> LungMask:
+    """Right/left lung labels for a (z, y, x) HU array with (x, y, z) spacing in mm; ``keep_body=False`` leaves
+    the body mask out (one byte per voxel less to hold)."""
     f = max(1, int(round(WORK_PIXEL_MM / min(spacing[0], spacing[1]))))
     if f == 1:
-        return _lung_mask(hu, spacing)
+        mask = _lung_mask(hu, spacing)
+        return mask if keep_body else LungMask(labels=mask.labels)
     z, h, w = hu.shape
     small = np.zeros((z, -(-h // f), -(-w // f)), np.float32)  # block means (sums of whole HU are exact)
     for k in range(0, z, SLAB):
@@ -330,7 +332,7 @@ def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
                 out[:, i::f, j::f] = a[:, :len(range(i, h, f)), :len(range(j, w, f))]
         return out
 
-    return LungMask(labels=up(coarse.labels), body=up(coarse.body))
+    return LungMask(labels=up(coarse.labels), body=up(coarse.body) if keep_body else None)
 
 
 def _lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
@@ -461,5 +463,5 @@ def read_lung_mask(path: str | os.PathLike, volume, name: str | None = None) -> 
     if not labels.any():
         raise InputError(f"lung mask {path.name} holds no lung voxels")
     label = f"{'Slicer segmentation' if name else 'user file'} {name or path.name}"
-    return LungMask(labels=labels, body=body_mask(volume.hu),
+    return LungMask(labels=labels,
                     source={"source": label, "method": f"given by the user ({how}); labels 1 right, 2 left"})

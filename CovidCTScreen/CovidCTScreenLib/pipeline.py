@@ -141,7 +141,7 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
 
     t = time.perf_counter()
     if lung_mask is None:
-        mask = compute_lung_mask(volume.hu, volume.spacing)
+        mask = compute_lung_mask(volume.hu, volume.spacing, keep_body=False)
     elif isinstance(lung_mask, LungMask):
         if lung_mask.labels.shape != volume.shape:
             raise InputError(f"lung mask of shape {lung_mask.labels.shape} does not match the CT {volume.shape}")
