@@ -17,8 +17,8 @@ Steps, each slice in-plane (so volumes and single slices take the same path):
    cross-section, their partial-volume halo, fissures and noise peaks (the size rule; an opening never raises
    a value). The bands are read on this regional density: GGO and consolidation are regional by definition
    (hazy opacity that does not obscure the vessels; airless lung). Thin dense pixels removed by the opening
-   are returned as ``vessels``. Consolidation foci narrower than ``VESSEL_MAX_DIAMETER_MM`` count as vessels,
-   and hilar vessels wider than it count as consolidation. A Hessian ridge filter was not used here because it
+   are returned as ``vessels`` on request. Consolidation foci narrower than ``VESSEL_MAX_DIAMETER_MM`` count as
+   vessels, and hilar vessels wider than it count as consolidation. A Hessian ridge filter was not used here because it
    also fires along the border of every consolidation patch; it is used for the thin streaks in ``fibrosis.py``;
 4. extent per slice and per lung: mL = voxels x voxel volume, % = of the measured (eroded) lung volume.
 
