@@ -16,6 +16,10 @@ from .hu_bands import SIDES, extent, hu_band_extent
 GGO, CONSOLIDATION = 1, 2
 MEASURABLE_PCT = 1.0  # below this lesion % of the lung, no manifestation is called dominant
 NAMES = {GGO: "ground-glass opacity", CONSOLIDATION: "consolidation"}
+# The lesion map the distribution and the three-class category use. The lesion UNet: it was trained on labelled
+# lesions, whereas the HU bands count every voxel in a density range (dependent density, partial-volume vessels:
+# 5-7 % "GGO" on normal lungs, issue 12). Re-decide with scripts/evaluate_ct_md.py when either method changes.
+LEAD = "learned"
 CAUTION = ("Extent figures are research measurements, not validated on CT volumes: the HU bands also count "
            "dependent density, atelectasis and partial-volume vessels; the lesion UNet was trained on 40 8-bit "
            "Inf-Net slices and on real HU slices it agrees poorly with the HU bands (docs/lesions_agreement.md).")
@@ -27,6 +31,7 @@ class Manifestations:
     learned: np.ndarray  # (z, y, x) uint8 0/1 GGO/2 consolidation
     streaks: np.ndarray  # (z, y, x) bool, possible fibrotic streak pixels
     summary: dict  # the report's "manifestations" section
+    distribution: dict  # the report's "distribution" section (of the LEAD lesion map)
 
 
 def by_lung(labels: np.ndarray, lung_labels: np.ndarray, measured: np.ndarray, spacing) -> dict:
@@ -50,6 +55,7 @@ def dominant(totals: dict) -> str:
 def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
             progress: Callable[[float], None] | None = None) -> Manifestations:
     """HU-band and learned extent, possible fibrotic streaks, and their report summary for one CT."""
+    from .distribution import distribution
     from .fibrosis import detect_streaks
     from .lesion_seg import load_lesion_model, predict_hu
 
@@ -82,14 +88,16 @@ def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
         "per_slice_pct": per_slice,
         "possible_fibrotic_streaks": {"candidates": len(streaks.candidates), "slices": streaks.per_slice,
                                       "limits": streaks.limits},
+        "lead_method": LEAD,
         "caution": CAUTION,
     }
-    return Manifestations(bands.labels, learned, streaks.mask, summary)
+    spread = distribution(learned if LEAD == "learned" else bands.labels, mask.labels, volume.spacing, bands.measured)
+    spread["method"] = {"learned": "lesion UNet", "hu_bands": "HU bands"}[LEAD]
+    return Manifestations(bands.labels, learned, streaks.mask, summary, spread)
 
 
-def _pct(e: dict) -> dict:
-    return {"ggo_pct": round(e["ggo_pct"], 2), "consolidation_pct": round(e["consolidation_pct"], 2)}
+def category(binary: dict, found: Manifestations) -> dict:
+    """``verdict.study_category`` of a binary verdict dict and the measured manifestations."""
+    from .verdict import category_from_report
 
-
-def _rounded(totals: dict) -> dict:
-    return {side: {k: round(v, 2) for k, v in e.items()} for side, e in totals.items()}
+    return category_from_report(binary, found.summary, found.distribution)

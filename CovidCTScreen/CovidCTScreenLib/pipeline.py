@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -110,10 +110,11 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     check_cancel()
     found = None
     if lesions:
-        from .manifestations import measure
+        from .manifestations import category, measure
 
         t = time.perf_counter()
         found = measure(volume, mask, device=str(dev), progress=_stage_reporter(progress, "lesions"))
+        verdict = replace(verdict, **category(verdict.to_dict(), found))
         timings["lesions_s"] = time.perf_counter() - t
     _stage_reporter(progress, "lesions")(1.0)
     return ScreenResult(volume=volume, mask=mask, model=package, slice_indices=slices.indices,

@@ -19,7 +19,8 @@ from .output_folder import atomic_folder
 from .preprocess import window_hu
 
 SCHEMA = "covidctscreen.report"
-SCHEMA_VERSION = 2  # 2: manifestations (GGO / consolidation extent, possible fibrotic streaks)
+SCHEMA_VERSION = 3  # 2: manifestations (GGO / consolidation extent, possible fibrotic streaks); 3: three-class
+# category with its evidence (verdict.category / evidence / reason) and the distribution of disease
 CLASS_DISPLAY = {"COVID": "COVID-19", "NonCOVID": "non-COVID-19"}
 
 
@@ -64,8 +65,9 @@ def build_report(result, files: dict) -> dict:
                                                     for k in ("auc", "sensitivity", "specificity", "f1")},
                   "calibration": card["calibration"], "input_mapping": card["input"]},
         "verdict": {**verdict.to_dict(),
-                    "summary": (f"{verdict.label}: {verdict.positive_slices} of {verdict.lung_slices} lung slices "
-                                f"({verdict.positive_fraction:.0%}) reach the COVID-19 slice threshold")},
+                    "summary": (f"slice model (binary): {verdict.label}: {verdict.positive_slices} of "
+                                f"{verdict.lung_slices} lung slices ({verdict.positive_fraction:.0%}) reach the "
+                                f"COVID-19 slice threshold")},
         "slice_probability_summary": {"max": float(pos.max()), "mean": float(pos.mean()),
                                       "mean_top5": float(np.sort(pos)[-5:].mean())},
         "not_assessed": card.get("unsupported_classes", {}),
@@ -80,6 +82,8 @@ def build_report(result, files: dict) -> dict:
                   "method": "HU-based 3D mask (seed 002 recipe, see lung_mask.py); labels 1 right, 2 left"},
         "manifestations": (result.manifestations.summary if result.manifestations is not None
                             else {"not_assessed": "lesion measurement was switched off for this run"}),
+        "distribution": (result.manifestations.distribution if result.manifestations is not None
+                         else {"not_assessed": "lesion measurement was switched off for this run"}),
         "slices": slices,
         "key_slices": [{**t, "png": f"key_slice_{t['slice']:03d}.png"} for t in verdict.top_slices],
         "files": files,
