@@ -101,3 +101,11 @@ def category(binary: dict, found: Manifestations) -> dict:
     from .verdict import category_from_report
 
     return category_from_report(binary, found.summary, found.distribution)
+
+
+def _pct(e: dict) -> dict:
+    return {"ggo_pct": round(e["ggo_pct"], 2), "consolidation_pct": round(e["consolidation_pct"], 2)}
+
+
+def _rounded(totals: dict) -> dict:
+    return {side: {k: round(v, 2) for k, v in e.items()} for side, e in totals.items()}
