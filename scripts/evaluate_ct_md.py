@@ -72,12 +72,13 @@ def main() -> int:
                      + (f"; {outside} more outside the lung slices" if outside else "") + ") | "
                      + " | ".join(ci(s["auc"][k]) for k in SLICE_SCORES) + " |")
     lines += ["", "## Study verdicts", "",
-              "| patient | truth | slice model (binary study rule) | category | pattern | severity (0-30) | reason |",
-              "|---|---|---|---|---|---|---|"]
+              "| patient | truth | slice model (binary study rule) | category | pattern | severity (0-30) | "
+              "largest zone lesion % | reason |", "|---|---|---|---|---|---|---|---|"]
     for r in md_rows:
         lines.append(f"| {r['patient_id']} | {r['label']} | {r['verdict_at_operating_point']} "
                      f"({float(r['positive_fraction_at_operating_point']):.0%} of slices) | **{r['category']}** | "
-                     f"{r['pattern']} | {r['severity_score']} | {r['reason']} |")
+                     f"{r['pattern']} | {r['severity_score']} | {r['largest_zone']} {float(r['largest_zone_lesion_pct']):.1f} | "
+                     f"{r['reason']} |")
     tc = md["three_class"]
     lines += ["", f"Three-class category correct on {tc['correct']} of {tc['studies']} studies (rules in "
                   "`verdict.CATEGORY_RULES`, stated before these volumes were screened; nothing was fitted).", "",

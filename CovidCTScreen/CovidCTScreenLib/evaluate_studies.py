@@ -99,7 +99,11 @@ def study_rows(screened: list[dict]) -> list[dict]:
                "severity_score": s["distribution"]["severity_score"]["total"],
                "bilateral": s["distribution"]["bilateral"],
                "peripheral_predominant": s["distribution"]["peripheral_predominant"],
-               "lower_zone_predominant": s["distribution"]["lower_zone_predominant"]}
+               "lower_zone_predominant": s["distribution"]["lower_zone_predominant"],
+               "largest_zone": max(((z["lesion_pct"], f"{side} {zone}") for side, zones in s["distribution"]["zones"].items()
+                                    for zone, z in zones.items()))[1],
+               "largest_zone_lesion_pct": max(z["lesion_pct"] for zones in s["distribution"]["zones"].values()
+                                              for z in zones.values())}
         for key, e in s["extent"].items():
             row[f"{key}_ggo_pct"], row[f"{key}_consolidation_pct"] = e["ggo_pct"], e["consolidation_pct"]
         rows.append(row)

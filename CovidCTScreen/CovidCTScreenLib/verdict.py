@@ -144,7 +144,8 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
               PNEUMONIA if score["total"] else "normal"),
         _item("slice model (binary, not validated on HU CT)",
               f"{binary['positive_slices']} of {binary['lung_slices']} lung slices positive "
-              f"({binary['positive_fraction']:.0%}; rule > {binary['min_fraction']:.0%})", slice_points),
+              f"({binary['positive_fraction']:.0%}; rule > {binary['min_fraction']:.0%}"
+              + ("; low confidence" if binary.get("low_confidence") else "") + ")", slice_points),
     ]
     if second is not None:
         evidence.append(_item(f"GGO / consolidation extent ({second_name}, second method, not used in the rules)",
