@@ -54,9 +54,9 @@ def summary_lines(document: dict) -> list[str]:
         lines.append(f"  three-class category (rules, no probability): {tc['correct']} of {tc['studies']} studies "
                      f"labelled COVID-19 / other pneumonia / normal correct")
     slice_level = document.get("slice_level", {})
-    for name, s in [*slice_level.get("studies", {}).items(), *([("pooled", slice_level["pooled"])]
-                                                                 if "pooled" in slice_level else [])]:
-        lines.append(f"  slices of {name} ({s['lung_slices']} lung slices, {s['infected']} infected): AUC "
+    for name, s in [*((f"slices of {k}", v) for k, v in slice_level.get("studies", {}).items()),
+                    *([("slices pooled", slice_level["pooled"])] if "pooled" in slice_level else [])]:
+        lines.append(f"  {name} ({s['lung_slices']} lung slices, {s['infected']} infected): AUC "
                      + "  ".join(f"{key} {fmt(m)}" for key, m in s["auc"].items()))
     if "ece" in document.get("calibration", {}):
         lines.append(f"  calibration: ECE {document['calibration']['ece']:.3f}")
