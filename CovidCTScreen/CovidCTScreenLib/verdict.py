@@ -135,14 +135,14 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
               "other pneumonia" if cons_dominant else "COVID-19"),
         _item("lungs involved", ("both" if bilateral else "one or none") + " (right %.1f %%, left %.1f %%)"
               % (sides["right"]["lesion_pct"], sides["left"]["lesion_pct"]), "COVID-19" if bilateral else "indeterminate"),
-        _item("peripheral predominance", "yes (%.1f %% vs %.1f %% central)" % tuple(distribution["peripheral_vs_central_pct"])
-              if peripheral else "no (%.1f %% peripheral vs %.1f %% central)" % tuple(distribution["peripheral_vs_central_pct"]),
+        _item("peripheral predominance", ("yes" if peripheral else "no") + " (lesion %.1f %% of the peripheral lung, "
+              "%.1f %% of the central)" % tuple(distribution["peripheral_vs_central_pct"]),
               "COVID-19" if peripheral else "indeterminate"),
         _item("lower-zone predominance (support only)", "yes" if lower else "no",
               "COVID-19" if lower else "indeterminate"),
         _item("CT severity score (zones, not lobes)", f"{score['total']} / {score['max']}",
               PNEUMONIA if score["total"] else "normal"),
-        _item("slice model (binary, not validated on HU CT)",
+        _item("slice model (binary study rule; its HU-CT check is in the model card)",
               f"{binary['positive_slices']} of {binary['lung_slices']} lung slices positive "
               f"({binary['positive_fraction']:.0%}; rule > {binary['min_fraction']:.0%}"
               + ("; low confidence" if binary.get("low_confidence") else "") + ")", slice_points),
@@ -167,7 +167,7 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
         shape = ("unilateral" if not bilateral else "bilateral") + (", not peripheral-predominant" if not peripheral
                                                                     else ", peripheral-predominant")
         reason = (f"Indeterminate pattern (GGO-predominant, {shape}); the slice model's study rule "
-                  f"({'positive' if binary['positive'] else 'negative'}) decides, and it is not validated on HU CT")
+                  f"({'positive' if binary['positive'] else 'negative'}) decides")
     return {"category": category, "pattern": pattern, "evidence": evidence, "reason": reason + ".",
             "category_rules": CATEGORY_RULES}
 
