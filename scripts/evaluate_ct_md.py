@@ -71,6 +71,18 @@ def main() -> int:
         lines.append(f"| {name} | {s['lung_slices']} ({s['infected']}"
                      + (f"; {outside} more outside the lung slices" if outside else "") + ") | "
                      + " | ".join(ci(s["auc"][k]) for k in SLICE_SCORES) + " |")
+    lines += ["", "## Per lung against the lobe labels", "",
+              "A slice of a lung counts as infected when the radiologists labelled a lobe of that lung on it "
+              "(COVID-CT-MD lobe columns LLL, LUL, RLL, RML, RUL). Involved = the distribution's per-lung call "
+              f"(lesion UNet, GGO > {NORMAL_LIMITS_PCT['ggo']:g} % or consolidation > "
+              f"{NORMAL_LIMITS_PCT['consolidation']:g} % of that lung).", "",
+              "| patient | lung | labelled infected slices | labelled involved | measured involved | per-slice AUC "
+              "HU bands | per-slice AUC lesion UNet |", "|---|---|---|---|---|---|---|"]
+    for name, s in sl["studies"].items():
+        for side, lung in s.get("per_lung", {}).items():
+            lines.append(f"| {name} | {side} | {lung['infected']} | {'yes' if lung['labelled_involved'] else 'no'} | "
+                         f"{'yes' if lung['measured_involved'] else 'no'} | {ci(lung['auc']['hu_bands'])} | "
+                         f"{ci(lung['auc']['learned'])} |")
     lines += ["", "## Study verdicts", "",
               "| patient | truth | slice model (binary study rule) | category | pattern | severity (0-30) | "
               "largest zone lesion % | reason |", "|---|---|---|---|---|---|---|---|"]

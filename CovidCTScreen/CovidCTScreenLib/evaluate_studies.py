@@ -7,9 +7,14 @@
   lung by the HU bands and by the lesion UNet. AUC with a 95 % block-bootstrap CI: neighbouring slices are
   correlated, so blocks of ``BLOCK_MM`` of consecutive slices (per study) are resampled, not single slices.
   Only the lung slices the pipeline scores count; labelled-infected slices outside them are counted apart.
+- per lung, where lobe labels exist (COVID-CT-MD: columns LLL, LUL, RLL, RML, RUL): each lung's per-slice lesion %
+  against "a lobe of this lung infected on this slice", and the lungs the radiologists labelled against the lungs
+  the distribution calls involved (its "bilateral" evidence).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -17,6 +22,7 @@ from .errors import Cancelled, InputError
 from .metrics import bootstrap_cis, roc_auc
 
 BLOCK_MM = 10.0  # block length of the slice-level bootstrap (about the size of a lesion focus)
+LOBE_SIDES = {"left": (0, 1), "right": (2, 3, 4)}  # COVID-CT-MD lobe columns: LLL, LUL, RLL, RML, RUL
 SLICE_SCORES = {"slice_model": "slice model P(COVID-19)", "hu_bands": "HU bands lesion % of the slice's lung",
                 "learned": "lesion UNet lesion % of the slice's lung"}
 
@@ -34,7 +40,21 @@ def screen_study(study, package, device, batch_size, cancel) -> dict:
     def lesion(key: str) -> np.ndarray:
         return np.array([pct[i][key]["ggo_pct"] + pct[i][key]["consolidation_pct"] if i in pct else 0.0 for i in k])
 
-    return {"study": study, "device": str(r.device), "slices": k, "slice_labels": labels[k],
+    per_lung = {}
+    if study.lobe_labels is not None:
+        from .hu_bands import SIDES
+
+        maps = {"hu_bands": r.manifestations.hu_bands, "learned": r.manifestations.learned}
+        for side_label, side in SIDES.items():
+            lobes = study.lobe_labels[:, list(LOBE_SIDES[side])].any(axis=1).astype(np.int8)
+            counts = np.zeros((len(k), 1 + len(maps)))  # lung voxels, lesion voxels of each map, per slice
+            for row, i in enumerate(k):
+                sel = r.mask.labels[i] == side_label
+                counts[row] = [sel.sum(), *((lesions[i][sel] > 0).sum() for lesions in maps.values())]
+            per_lung[side] = {"slice_labels": replace(study, slice_labels=lobes).labels_for(r.volume)[k],
+                              "scores": {key: 100.0 * counts[:, n + 1] / np.maximum(counts[:, 0], 1)
+                                         for n, key in enumerate(maps)}}
+    return {"study": study, "device": str(r.device), "slices": k, "slice_labels": labels[k], "per_lung": per_lung,
             "outside_positive": int((labels == 1).sum() - (labels[k] == 1).sum()),
             "spacing_z": float(r.volume.spacing[2]),
             "scores": {"slice_model": r.positive_probability.astype(np.float64), "hu_bands": lesion("hu_bands"),
@@ -66,6 +86,8 @@ def slice_level(screened: list[dict], resamples: int) -> dict:
         for key in SLICE_SCORES:
             section["auc"][key] = slice_auc(y, s["scores"][key][keep], blocks, resamples)
             pooled[key].append(s["scores"][key][keep])
+        if s["per_lung"]:
+            section["per_lung"] = lung_level(s, blocks, keep, resamples)
         out["studies"][s["study"].patient] = section
         pooled["labels"].append(y)
         pooled["blocks"].append(blocks + n * 1_000_000)
@@ -74,6 +96,19 @@ def slice_level(screened: list[dict], resamples: int) -> dict:
         out["pooled"] = {"lung_slices": int(len(y)), "infected": int(y.sum()),
                          "auc": {key: slice_auc(y, np.concatenate(pooled[key]), blocks, resamples)
                                  for key in SLICE_SCORES}}
+    return out
+
+
+def lung_level(s: dict, blocks: np.ndarray, keep: np.ndarray, resamples: int) -> dict:
+    """Per lung: labelled infected slices, per-slice AUC of each lesion method, and labelled vs measured laterality."""
+    out = {}
+    for side, lung in s["per_lung"].items():
+        y = lung["slice_labels"][keep] == 1
+        out[side] = {"infected": int(y.sum()),
+                     "labelled_involved": bool(y.any()),
+                     "measured_involved": bool(s["distribution"]["per_lung"][side]["involved"]),
+                     "auc": {key: slice_auc(y, lung["scores"][key][keep], blocks, resamples)
+                             for key in ("hu_bands", "learned")}}
     return out
 
 

@@ -55,3 +55,19 @@ def test_cap_volume_with_slice_labels(tmp_path):
         study = next(csv.DictReader(f))
     assert study["category"] in ("COVID-19", "other pneumonia", "normal") and study["reason"]
     assert (out / "slices_cap002.png").is_file() and doc["files"]["slice_predictions"] == "slice_predictions.csv"
+
+
+def test_lung_level_against_lobe_labels():
+    """Per lung: labelled vs measured involvement and the per-slice AUC of each lesion method."""
+    from CovidCTScreenLib.evaluate_studies import lung_level
+
+    y_left = np.r_[np.zeros(20, np.int8), np.ones(20, np.int8)]
+    lesion_left = y_left * 5.0 + np.linspace(0, 1, 40)
+    s = {"per_lung": {"left": {"slice_labels": y_left, "scores": {"hu_bands": lesion_left, "learned": lesion_left}},
+                      "right": {"slice_labels": np.zeros(40, np.int8),
+                                "scores": {"hu_bands": np.ones(40), "learned": np.zeros(40)}}},
+         "distribution": {"per_lung": {"left": {"involved": True}, "right": {"involved": True}}}}
+    out = lung_level(s, np.arange(40) // 5, np.ones(40, bool), 100)
+    assert out["left"]["infected"] == 20 and out["left"]["labelled_involved"] and out["left"]["auc"]["learned"]["value"] == 1
+    assert not out["right"]["labelled_involved"] and out["right"]["measured_involved"]  # a false bilateral call shows
+    assert np.isnan(out["right"]["auc"]["learned"]["value"])  # no infected slice in that lung: AUC undefined
