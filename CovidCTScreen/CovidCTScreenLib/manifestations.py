@@ -55,7 +55,6 @@ def dominant(totals: dict) -> str:
 def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
             progress: Callable[[float], None] | None = None) -> Manifestations:
     """HU-band and learned extent, possible fibrotic streaks, and their report summary for one CT."""
-    from .distribution import distribution
     from .fibrosis import detect_streaks
     from .lesion_seg import load_lesion_model, predict_hu
 
@@ -88,12 +87,22 @@ def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
         "per_slice_pct": per_slice,
         "possible_fibrotic_streaks": {"candidates": len(streaks.candidates), "slices": streaks.per_slice,
                                       "limits": streaks.limits},
-        "lead_method": LEAD,
         "caution": CAUTION,
     }
-    spread = distribution(learned if LEAD == "learned" else bands.labels, mask.labels, volume.spacing, bands.measured)
-    spread["method"] = {"learned": "lesion UNet", "hu_bands": "HU bands"}[LEAD]
+    spread = lead_distribution(summary, bands, learned, mask, volume.spacing)
     return Manifestations(bands.labels, learned, streaks.mask, summary, spread)
+
+
+def lead_distribution(summary: dict, bands, learned: np.ndarray | None, mask, spacing) -> dict:
+    """The ``distribution`` of the lead lesion map (``LEAD``; the HU bands when the UNet did not run), over the
+    measured lung; records the lead in ``summary["lead_method"]``."""
+    from .distribution import distribution
+
+    lead = LEAD if learned is not None else "hu_bands"
+    summary["lead_method"] = lead
+    spread = distribution(learned if lead == "learned" else bands.labels, mask.labels, spacing, bands.measured)
+    spread["method"] = {"learned": "lesion UNet", "hu_bands": "HU bands"}[lead]
+    return spread
 
 
 def category(binary: dict, found: Manifestations) -> dict:

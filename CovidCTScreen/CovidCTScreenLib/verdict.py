@@ -178,5 +178,5 @@ def category_from_report(binary: dict, summary: dict, spread: dict) -> dict:
     names = {"hu_bands": "HU bands", "learned": "lesion UNet"}
     lead = summary["lead_method"]
     other = "hu_bands" if lead == "learned" else "learned"
-    return study_category(binary, summary[lead]["per_lung"]["both"], spread, names[lead],
-                          summary[other]["per_lung"]["both"], names[other])
+    second = summary.get(other, {}).get("per_lung", {}).get("both")  # absent when that method did not run
+    return study_category(binary, summary[lead]["per_lung"]["both"], spread, names[lead], second, names[other])

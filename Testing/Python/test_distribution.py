@@ -120,3 +120,12 @@ def test_category_lists_the_disagreeing_slice_model():
     c = study_category(binary, summary["learned"]["per_lung"]["both"], spread, "lesion UNet")
     assert c["category"] == "normal" and "slice model" in c["reason"]
     assert [e["points_to"] for e in c["evidence"] if e["finding"].startswith("slice model")] == ["COVID-19"]
+
+
+def test_category_without_the_second_method():
+    """When the lesion UNet did not run, the HU bands lead and no second extent is listed."""
+    binary, summary, spread = _evidence(10.0, 1.0, True, True, False)
+    summary = {"lead_method": "hu_bands", "hu_bands": summary["hu_bands"], "learned": {"not_assessed": "not run"}}
+    c = category_from_report(binary, summary, spread)
+    assert c["category"] == "COVID-19" and "HU bands" in c["evidence"][0]["finding"]
+    assert not any("second method" in e["finding"] for e in c["evidence"])
