@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ct", type=Path, default=REPO.parent / "shared" / "data" / "covid-ct-md" / "COVID-19 subjects" / "P002")
+    p.add_argument("--ct", type=Path,
+                   default=REPO.parent / "shared" / "data" / "covid-ct-md" / "COVID-19 subjects" / "P002")
     p.add_argument("--out", type=Path, default=REPO / "docs" / "distribution_zones.png")
     args = p.parse_args()
 

@@ -89,7 +89,8 @@ def main() -> int:
     for r in md_rows:
         lines.append(f"| {r['patient_id']} | {r['label']} | {r['verdict_at_operating_point']} "
                      f"({float(r['positive_fraction_at_operating_point']):.0%} of slices) | **{r['category']}** | "
-                     f"{r['pattern']} | {r['severity_score']} | {r['largest_zone']} {float(r['largest_zone_lesion_pct']):.1f} | "
+                     f"{r['pattern']} | {r['severity_score']} | "
+                     f"{r['largest_zone']} {float(r['largest_zone_lesion_pct']):.1f} | "
                      f"{r['reason']} |")
     tc = md["three_class"]
     lines += ["", f"Three-class category correct on {tc['correct']} of {tc['studies']} studies (rules in "
@@ -104,7 +105,8 @@ def main() -> int:
         ggo, cons = float(r["learned_ggo_pct"]), float(r["learned_consolidation_pct"])
         ok = ggo <= NORMAL_LIMITS_PCT["ggo"] and cons <= NORMAL_LIMITS_PCT["consolidation"]
         lines.append(f"| {Path(r['item']).name} | {r['label']} | {float(r['hu_bands_ggo_pct']):.2f} / "
-                     f"{float(r['hu_bands_consolidation_pct']):.2f} | {ggo:.2f} / {cons:.2f} | {'yes' if ok else 'no'} |")
+                     f"{float(r['hu_bands_consolidation_pct']):.2f} | {ggo:.2f} / {cons:.2f} | "
+                     f"{'yes' if ok else 'no'} |")
     lines += ["", "Per-slice plots (scores against the labels, infected slices shaded): "
               + ", ".join(f"`docs/ct_md_slices_{name}.png`" for name in sl["studies"]), ""]
     for name in sl["studies"]:

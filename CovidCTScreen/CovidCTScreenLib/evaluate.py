@@ -239,7 +239,8 @@ def _score_studies(path, package, device, thresholds, batch_size, resamples, pro
     unit = "patients" if len(set(groups)) < len(groups) else "studies"
     truth = np.array([st.label == "COVID-19" for st in kept])
     document = {"data": {"kind": "studies", "source": str(path), "items": len(kept),
-                         "per_class": {lab: sum(st.label == lab for st in kept) for lab in sorted({st.label for st in kept})},
+                         "per_class": {lab: sum(st.label == lab for st in kept)
+                                       for lab in sorted({st.label for st in kept})},
                          "patients": len(set(groups)), "bootstrap_unit": unit, "failed": failed},
                 "device": screened[0]["device"], "positive_label": positive_label,
                 "study_rule": package.card["study_rule"], "thresholds": {}, "results": {},

@@ -59,7 +59,8 @@ def screen_study(study, package, device, batch_size, cancel) -> dict:
             "spacing_z": float(r.volume.spacing[2]),
             "scores": {"slice_model": r.positive_probability.astype(np.float64), "hu_bands": lesion("hu_bands"),
                        "learned": lesion("learned")},
-            "verdict": r.verdict.to_dict(), "extent": {key: m[key]["per_lung"]["both"] for key in ("hu_bands", "learned")},
+            "verdict": r.verdict.to_dict(),
+            "extent": {key: m[key]["per_lung"]["both"] for key in ("hu_bands", "learned")},
             "distribution": r.manifestations.distribution}
 
 
@@ -135,14 +136,17 @@ def study_rows(screened: list[dict]) -> list[dict]:
                "bilateral": s["distribution"]["bilateral"],
                "peripheral_predominant": s["distribution"]["peripheral_predominant"],
                "lower_zone_predominant": s["distribution"]["lower_zone_predominant"],
-               "largest_zone": max(((z["lesion_pct"], f"{side} {zone}") for side, zones in s["distribution"]["zones"].items()
-                                    for zone, z in zones.items()))[1],
-               "largest_zone_lesion_pct": max(z["lesion_pct"] for zones in s["distribution"]["zones"].values()
-                                              for z in zones.values())}
+               **_largest_zone(s["distribution"])}
         for key, e in s["extent"].items():
             row[f"{key}_ggo_pct"], row[f"{key}_consolidation_pct"] = e["ggo_pct"], e["consolidation_pct"]
         rows.append(row)
     return rows
+
+
+def _largest_zone(distribution: dict) -> dict:
+    pct, name = max((z["lesion_pct"], f"{side} {zone}") for side, zones in distribution["zones"].items()
+                    for zone, z in zones.items())
+    return {"largest_zone": name, "largest_zone_lesion_pct": pct}
 
 
 def slice_rows(screened: list[dict]) -> list[dict]:

@@ -134,7 +134,8 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
         _item("dominant manifestation", "consolidation" if cons_dominant else "ground-glass opacity",
               "other pneumonia" if cons_dominant else "COVID-19"),
         _item("lungs involved", ("both" if bilateral else "one or none") + " (right %.1f %%, left %.1f %%)"
-              % (sides["right"]["lesion_pct"], sides["left"]["lesion_pct"]), "COVID-19" if bilateral else "indeterminate"),
+              % (sides["right"]["lesion_pct"], sides["left"]["lesion_pct"]),
+              "COVID-19" if bilateral else "indeterminate"),
         _item("peripheral predominance", ("yes" if peripheral else "no") + " (lesion %.1f %% of the peripheral lung, "
               "%.1f %% of the central)" % tuple(distribution["peripheral_vs_central_pct"]),
               "COVID-19" if peripheral else "indeterminate"),

@@ -68,6 +68,7 @@ def test_lung_level_against_lobe_labels():
                                 "scores": {"hu_bands": np.ones(40), "learned": np.zeros(40)}}},
          "distribution": {"per_lung": {"left": {"involved": True}, "right": {"involved": True}}}}
     out = lung_level(s, np.arange(40) // 5, np.ones(40, bool), 100)
-    assert out["left"]["infected"] == 20 and out["left"]["labelled_involved"] and out["left"]["auc"]["learned"]["value"] == 1
+    assert out["left"]["infected"] == 20 and out["left"]["labelled_involved"]
+    assert out["left"]["auc"]["learned"]["value"] == 1
     assert not out["right"]["labelled_involved"] and out["right"]["measured_involved"]  # a false bilateral call shows
     assert np.isnan(out["right"]["auc"]["learned"]["value"])  # no infected slice in that lung: AUC undefined

@@ -144,7 +144,8 @@ def test_manifestations_side_by_side(report_dir):
     d, lead = rep["distribution"], m[m["lead_method"]]["per_lung"]
     for side in ("right", "left"):
         assert d["per_lung"][side]["lesion_pct"] == pytest.approx(lead[side]["lesion_pct"], abs=0.02)
-        assert all(set(z) >= {"lesion_pct", "peripheral_pct", "central_pct", "score"} for z in d["zones"][side].values())
+        keys = {"lesion_pct", "peripheral_pct", "central_pct", "score"}
+        assert all(set(z) >= keys for z in d["zones"][side].values())
     assert d["severity_score"]["max"] == 30 and 0 <= d["severity_score"]["total"] <= 30
     v = rep["verdict"]
     assert v["category"] in ("COVID-19", "other pneumonia", "normal") and v["reason"] and v["evidence"]
