@@ -117,8 +117,8 @@ def covid_ct_md_studies(root: str | Path) -> list[Study]:
     "-updated-1" label arrays): the sample here or the full 305-patient set.
 
     Slice labels (row ``Label Index`` of ``Index.csv``; label index i is file ``IM{i+1:04d}.dcm``) are placed by
-    that file's ImagePositionPatient. Normal patients have no row: their slices carry no labels (the study label
-    says normal)."""
+    that file's ImagePositionPatient. Patients without a row (normal patients; in the full set also the COVID-19 and
+    CAP patients that have no slice labels) carry only their study label."""
     root = Path(root)
     index_csv = root / "Index.csv"
     if not index_csv.is_file():
@@ -139,9 +139,7 @@ def covid_ct_md_studies(root: str | Path) -> list[Study]:
             continue
         for patient_dir in sorted(d for d in class_dir.iterdir() if d.is_dir()):
             pid, row = patient_dir.name, rows.get(patient_dir.name)
-            if row is None:
-                if label != "normal":
-                    raise InputError(f"{patient_dir}: {label} patient without a row in {index_csv.name}")
+            if row is None:  # normal patients, and the full set's COVID-19 / CAP patients without slice labels
                 studies.append(Study(patient_dir, label, pid))
                 continue
             where = f"{index_csv} row of {pid}"

@@ -114,11 +114,21 @@ def test_labels_of_another_series_are_refused(tmp_path, studies, p002):
         studies_csv(tmp_path / "s.csv")[0].labels_for(p002[0])
 
 
-def test_md_patient_without_index_row_is_refused(tmp_path):
+def test_md_patient_without_index_row_keeps_its_study_label(tmp_path):
+    """In the full set most COVID-19 patients have no slice labels (no Index.csv row): they train on the study label."""
     (tmp_path / "COVID-19 subjects").mkdir()
     (tmp_path / "COVID-19 subjects" / "P002").symlink_to(MD / "COVID-19 subjects" / "P002")
     (tmp_path / "Index.csv").write_text("Label Index,Diagnosis,Relative Path,Folder/ID\n0,COVID-19,./COVID-19/,P001\n")
     for f in ("Slice-level-labels-updated-1.npy", "Lobe-level-labels-updated-1.npy"):
         (tmp_path / f).symlink_to(MD / f)
-    with pytest.raises(InputError, match="without a row"):
+    (study,) = read_studies(tmp_path)
+    assert (study.patient, study.label, study.slice_labels) == ("P002", "COVID-19", None)
+
+
+def test_md_diagnosis_must_match_the_folder(tmp_path):
+    (tmp_path / "Normal subjects").mkdir()
+    (tmp_path / "Normal subjects" / "P002").symlink_to(MD / "COVID-19 subjects" / "P002")
+    (tmp_path / "Index.csv").write_text("Label Index,Diagnosis,Relative Path,Folder/ID\n1,COVID-19,./COVID-19/,P002\n")
+    (tmp_path / "Slice-level-labels-updated-1.npy").symlink_to(MD / "Slice-level-labels-updated-1.npy")
+    with pytest.raises(InputError, match="diagnosis COVID-19 but the folder is Normal subjects"):
         read_studies(tmp_path)
