@@ -10,8 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import Cancelled
-from .lung_mask import LungMask, lung_mask
+from .errors import Cancelled, InputError
+from .lung_mask import LungMask, read_lung_mask
+from .lung_mask import lung_mask as compute_lung_mask
 from .manifestations import Manifestations
 from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
 from .verdict import Verdict, study_verdict
@@ -57,9 +58,12 @@ def _stage_reporter(progress: Progress | None, stage: str) -> Callable[[float], 
 
 def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | ModelPackage | None = None,
            device: str = "auto", batch_size: int | None = None, heatmap: bool = True, lesions: bool = True,
-           progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> ScreenResult:
+           progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+           lung_mask: str | os.PathLike | LungMask | None = None, lung_mask_name: str | None = None) -> ScreenResult:
     """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``.
-    ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``)."""
+    ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``).
+    ``lung_mask``: a lung mask the user has (file on the CT grid, see ``lung_mask.read_lung_mask``, or a
+    ``LungMask``) instead of the computed one; ``lung_mask_name`` names it in the report (a Slicer segmentation)."""
     from .explain import to_volume
     from .inference import lung_slices, probabilities_and_gradcam, select_device
 
@@ -82,7 +86,14 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     check_cancel()
 
     t = time.perf_counter()
-    mask = lung_mask(volume.hu, volume.spacing)
+    if lung_mask is None:
+        mask = compute_lung_mask(volume.hu, volume.spacing)
+    elif isinstance(lung_mask, LungMask):
+        if lung_mask.labels.shape != volume.shape:
+            raise InputError(f"lung mask of shape {lung_mask.labels.shape} does not match the CT {volume.shape}")
+        mask = lung_mask
+    else:
+        mask = read_lung_mask(lung_mask, volume, lung_mask_name)
     slices = lung_slices(volume.hu, mask.lungs, volume.spacing, package.info.input_size, package.info.hu_window)
     timings["lung_mask_s"] = time.perf_counter() - t
     _stage_reporter(progress, "lung mask")(1.0)
