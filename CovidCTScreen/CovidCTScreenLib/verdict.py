@@ -148,6 +148,9 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
               f"({binary['positive_fraction']:.0%}; rule > {binary['min_fraction']:.0%}"
               + ("; low confidence" if binary.get("low_confidence") else "") + ")", slice_points),
     ]
+    if not abnormal:  # a pattern of opacities within a normal lung's extent points nowhere
+        for item in evidence[1:5]:
+            item["value"], item["points_to"] = f"{item['value']} (extent within normal limits)", "normal"
     if second is not None:
         evidence.append(_item(f"GGO / consolidation extent ({second_name}, second method, not used in the rules)",
                               f"{second['ggo_pct']:.1f} % / {second['consolidation_pct']:.1f} % of the lung",

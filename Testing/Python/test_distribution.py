@@ -119,6 +119,7 @@ def test_category_lists_the_disagreeing_slice_model():
     binary, summary, spread = _evidence(1.0, 0.1, False, False, True)
     c = study_category(binary, summary["learned"]["per_lung"]["both"], spread, "lesion UNet")
     assert c["category"] == "normal" and "slice model" in c["reason"]
+    assert [e["points_to"] for e in c["evidence"][:5]] == ["normal"] * 5  # no pattern read into noise
     assert [e["points_to"] for e in c["evidence"] if e["finding"].startswith("slice model")] == ["COVID-19"]
 
 
