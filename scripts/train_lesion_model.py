@@ -7,7 +7,7 @@ Stages (each saved under --run-dir, so a rerun resumes where it stopped; git-ign
      (the control) and semi-supervised (the teacher pseudo-labels the unlabelled subset);
   4. export: the continuation with the higher CV Dice (mean of GGO and consolidation fold means) is trained from
      the final teacher and becomes the package (model.json with CV figures, weights.safetensors, MODEL_CARD.md).
-Run (about an hour on 2 shared CPU cores):
+Run (38 min on 1 thread of a shared 2-core CPU):
     nice -n 10 python scripts/train_lesion_model.py [--data ../shared/data] [--run-dir runs/lesion-v2]
 """
 
@@ -201,9 +201,11 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
         "output": {"channels": 3, "activation": "softmax", "spatial": "same as input; resized back to the crop"},
         "training": {
             "dataset": ("Inf-Net COVID-SemiSeg (Fan et al. 2020): the 50 labelled multi-class training slices "
-                        "(MedSeg COVID-19 set, 8-bit display images; masks 0/1/2) and "
+                        "(MedSeg COVID-19 set, 8-bit display images; masks 0/1/2); the semi-supervised variant also "
                         f"{len(unlabelled_names)} of the 1600 unlabelled slices (at most "
-                        f"{config.unlabelled_per_volume} evenly spaced per volume, 20 volumes). Licence: non-commercial"),
+                        f"{config.unlabelled_per_volume} evenly spaced per volume, 20 volumes)"
+                        + ("" if chosen == "semi-supervised" else ", which the shipped supervised model did not use")
+                        + ". Licence: non-commercial"),
             "cross_validation": (f"{config.folds}-fold by slice (numpy default_rng seed {config.seed}). Inf-Net has no "
                                  "patient ids, so slices of one patient can fall in training and held-out folds: the "
                                  "CV Dice is optimistic"),

@@ -2,8 +2,8 @@
 
 The default package (``Resources/Models/covidct-lesion-effunet-v2``: ``model.json`` + ``weights.safetensors``,
 sha256-checked by ``model_package.load_package``) is an EfficientNet-Lite0 UNet trained by
-``scripts/train_lesion_model.py`` on the 50 labelled Inf-Net slices (8-bit display images) plus pseudo-labelled
-unlabelled ones; its card holds the cross-validated Dice. ``covidct-lesion-unet-v1`` (MONAI UNet) is kept for
+``scripts/train_lesion_model.py`` on the 50 labelled Inf-Net slices (8-bit display images); its card holds the
+cross-validated Dice of the supervised and the pseudo-label (semi-supervised) variants and the HU-volume checks. ``covidct-lesion-unet-v1`` (MONAI UNet) is kept for
 comparison (``scripts/lesion_hu_check.py``).
 
 Framing: Inf-Net slices show the thorax, the lungs nearly filling the frame. HU slices are rendered into that
