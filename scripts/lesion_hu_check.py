@@ -60,7 +60,8 @@ def infnet_margins(root: Path) -> np.ndarray:
                 keep |= comp
         r, c = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))
         if len(r):
-            out.append(((h - (r[-1] - r[0] + 1)) / 2 / (r[-1] - r[0] + 1), (w - (c[-1] - c[0] + 1)) / 2 / (c[-1] - c[0] + 1)))
+            bh, bw = r[-1] - r[0] + 1, c[-1] - c[0] + 1
+            out.append(((h - bh) / 2 / bh, (w - bw) / 2 / bw))
     return np.array(out)
 
 

@@ -143,8 +143,8 @@ def main(argv=None) -> int:
         preds, truth = [], []
         for k, held in enumerate(folds):
             idx = [i for i in held if slices[i].name in v1["slices"]]
-            preds += predict_labels(network(results[f"{variant}-fold{k}"]["state_dict"]), [slices[i].image for i in idx],
-                                    config.size)
+            net = network(results[f"{variant}-fold{k}"]["state_dict"])
+            preds += predict_labels(net, [slices[i].image for i in idx], config.size)
             truth += [slices[i].mask for i in idx]
         return {c: round(m["dice_pooled"], 4) for c, m in segmentation_scores(preds, truth).items()}
 
@@ -224,7 +224,8 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                        f"pixels below {config.pseudo_confidence} confidence ignored, CE x {config.pseudo_weight}). "
                        "Last-epoch weights, no epoch selection"),
             "chosen": chosen,
-            "chosen_by": "higher CV Dice (mean of the GGO and consolidation fold means) of supervised vs semi-supervised",
+            "chosen_by": ("higher CV Dice (mean of the GGO and consolidation fold means) of supervised vs "
+                          "semi-supervised"),
             "config": cfg,
             "seconds_all_stages": round(seconds, 1),
             "final_history": final["history"],

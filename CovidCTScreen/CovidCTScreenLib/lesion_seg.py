@@ -3,8 +3,8 @@
 The default package (``Resources/Models/covidct-lesion-effunet-v2``: ``model.json`` + ``weights.safetensors``,
 sha256-checked by ``model_package.load_package``) is an EfficientNet-Lite0 UNet trained by
 ``scripts/train_lesion_model.py`` on the 50 labelled Inf-Net slices (8-bit display images); its card holds the
-cross-validated Dice of the supervised and the pseudo-label (semi-supervised) variants and the HU-volume checks. ``covidct-lesion-unet-v1`` (MONAI UNet) is kept for
-comparison (``scripts/lesion_hu_check.py``).
+cross-validated Dice of the supervised and the pseudo-label (semi-supervised) variants and the HU-volume checks.
+``covidct-lesion-unet-v1`` (MONAI UNet) is kept for comparison (``scripts/lesion_hu_check.py``).
 
 Framing: Inf-Net slices show the thorax, the lungs nearly filling the frame. HU slices are rendered into that
 framing (card ``input.framing == "thorax"``): every slice of a volume is cropped to the same box, the in-plane box
@@ -61,8 +61,9 @@ def _efficientnet_unet(network: dict, num_classes: int):
     from torch import nn
 
     def conv_block(cin: int, cout: int) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                             nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                             nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     class EfficientNetUNet(nn.Module):
         def __init__(self):

@@ -145,7 +145,8 @@ def segmentation_scores(preds: list[np.ndarray], targets: list[np.ndarray]) -> d
     return out
 
 
-def cv_summary(preds: list[np.ndarray], targets: list[np.ndarray], folds: list[np.ndarray], resamples: int = 2000) -> dict:
+def cv_summary(preds: list[np.ndarray], targets: list[np.ndarray], folds: list[np.ndarray],
+               resamples: int = 2000) -> dict:
     """Cross-validated Dice from out-of-fold predictions: pooled over all slices, per fold (mean and t 95 % CI over
     folds) and mean per-slice Dice (percentile bootstrap 95 % CI over slices)."""
     from scipy import stats
@@ -169,7 +170,8 @@ def cv_summary(preds: list[np.ndarray], targets: list[np.ndarray], folds: list[n
 
         cis = bootstrap_cis(statistic, len(preds), n=resamples)
         out[name] = {"dice_pooled": pooled[name]["dice_pooled"], "dice_pooled_ci95_slices": list(cis["pooled"]),
-                     "dice_mean_per_slice": float(np.nanmean(per_slice)), "dice_mean_per_slice_ci95": list(cis["per_slice"]),
+                     "dice_mean_per_slice": float(np.nanmean(per_slice)),
+                     "dice_mean_per_slice_ci95": list(cis["per_slice"]),
                      "dice_per_fold": [round(float(d), 4) for d in fold_dice],
                      "dice_fold_mean": float(fold_dice.mean()),
                      "dice_fold_mean_ci95": [float(fold_dice.mean() - half), float(fold_dice.mean() + half)],

@@ -173,3 +173,28 @@ def test_training_path_is_free_of_simpleitk():
             "assert 'SimpleITK' not in sys.modules\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.slow
+def test_card_cv_fold_recomputes(model):
+    """Retrain the first CV fold's teacher from the card's configuration (1.5-4 min on one CPU thread): its
+    held-out Dice gives back the card's figure for that fold."""
+    from CovidCTTrainingLib.lesion_training import (LesionConfig, kfold_by_slice, load_multiclass, predict_labels,
+                                                    prepare_image, resize_mask, segmentation_scores, train)
+
+    card = model.package.card
+    cfg = dict(card["training"]["config"])
+    config = LesionConfig(**{**cfg, **{k: tuple(cfg[k]) for k in ("channels", "strides", "decoder_channels")}})
+    slices = load_multiclass(INFNET)
+    held = kfold_by_slice(len(slices), config.folds, config.seed)[0]
+    assert [slices[i].name for i in held] == card["training"]["folds"][0]
+    idx = np.setdiff1d(np.arange(len(slices)), held)
+    # the training script caches prepared images as float16
+    images = np.stack([prepare_image(slices[i].image, config.size) for i in idx]).astype(np.float16).astype(np.float32)
+    masks = np.stack([resize_mask(slices[i].mask, config.size) for i in idx])
+    net = train(images, masks, config, log=lambda m: None)["net"]
+    scores = segmentation_scores(predict_labels(net, [slices[i].image for i in held], config.size),
+                                 [slices[i].mask for i in held])
+    for name in ("ggo", "consolidation", "lesion"):
+        expected = card["cross_validation"]["teacher"][name]["dice_per_fold"][0]
+        assert scores[name]["dice_pooled"] == pytest.approx(expected, abs=0.02)
