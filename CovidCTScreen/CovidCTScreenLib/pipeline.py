@@ -13,7 +13,7 @@ import numpy as np
 from .errors import Cancelled
 from .lung_mask import LungMask, lung_mask
 from .manifestations import Manifestations
-from .model_package import ModelPackage, load_package
+from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
 from .verdict import Verdict, study_verdict
 from .volume_io import CTVolume, load_ct, validate_ct
 
@@ -70,6 +70,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     timings = {}
     t = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_package(model)
+    package.require(SLICE_CLASSIFICATION, "screening a CT")
     dev = select_device(device)
     if isinstance(source, CTVolume):
         volume = source
@@ -82,8 +83,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
 
     t = time.perf_counter()
     mask = lung_mask(volume.hu, volume.spacing)
-    spec = package.card["input"]
-    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, spec["spatial_shape"][0], tuple(spec["hu_window"]))
+    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, package.info.input_size, package.info.hu_window)
     timings["lung_mask_s"] = time.perf_counter() - t
     _stage_reporter(progress, "lung mask")(1.0)
     check_cancel()
@@ -96,8 +96,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     timings["inference_s"] = time.perf_counter() - t
 
     pos = probabilities[:, package.positive_index]
-    verdict = study_verdict(slices.indices, pos, package.card["operating_point"]["slice_threshold"],
-                            package.card["study_rule"]["min_fraction"])
+    verdict = study_verdict(slices.indices, pos, package.info.slice_threshold, package.info.study_min_fraction)
     heat = None
     if heatmap:
         check_cancel()
@@ -125,7 +124,7 @@ def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, over
     from .output_folder import check_output_folder
     from .report import write_report
 
-    check_output_folder(out_dir, overwrite)
+    check_output_folder(out_dir, overwrite, inputs=[] if isinstance(source, CTVolume) else [source])
     result = screen(source, progress=progress, **kwargs)
     write_report(result, out_dir, overwrite=overwrite)
     _stage_reporter(progress, "report")(1.0)

@@ -230,10 +230,11 @@ def _fake_result(ct, mask) -> ScreenResult:
     lung = np.flatnonzero(mask.lungs.sum(axis=(1, 2)) > 2000)
     pos = np.linspace(0.05, 0.95, len(lung)).astype(np.float32)
     card = {"name": "test-card", "architecture": "none", "labels": ["NonCOVID", "COVID"], "positive_label": "COVID",
-            "task": "test", "weights_sha256": "0" * 64, "training": {"train": "none"},
+            "task": "slice-classification", "weights_sha256": "0" * 64, "training": {"train": "none"},
+            "operating_point": {"slice_threshold": 0.5}, "study_rule": {"min_fraction": 0.05},
             "validation": {"split": "none", "at_operating_point": {"auc": 0, "sensitivity": 0, "specificity": 0,
                                                                   "f1": 0}},
-            "calibration": {"temperature": 1.0}, "input": {"spatial_shape": [224, 224]}}
+            "calibration": {"temperature": 1.0}, "input": {"spatial_shape": [224, 224], "hu_window": [-1100, 100]}}
     heat = np.zeros(ct.shape, np.float32)
     heat[lung] = np.where(mask.lungs[lung], pos[:, None, None], 0)
     return ScreenResult(volume=ct, mask=mask, model=ModelPackage(path=ct.source, card=card), slice_indices=lung,

@@ -7,7 +7,6 @@ MRML nodes, the worker process and the report is real.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,5 +86,7 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
                                        "chart": result["chart"]})
     assert again["segmentation"] is result["segmentation"] and again["table"] is result["table"]
     assert again["heatmap"] is None and again["chart"].GetNumberOfPlotSeriesNodes() == 2
-    for run in (result, again):  # the logic keeps each report in a work folder for "Export report"
-        shutil.rmtree(Path(run["reportFolder"]).parent)
+    # the temporary work folders do not pile up: a new run replaces the last one, the widget's cleanup removes it
+    assert not Path(result["reportFolder"]).exists() and Path(again["reportFolder"], "report.json").is_file()
+    logic.removeWorkFolder()
+    assert not Path(again["reportFolder"]).parent.exists()
