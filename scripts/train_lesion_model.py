@@ -5,8 +5,9 @@ Stages (each saved under --run-dir, so a rerun resumes where it stopped; git-ign
   2. the final supervised model on all 50 slices;
   3. the same CV of two continuations of each fold's teacher with the same labelled schedule: supervised only
      (the control) and semi-supervised (the teacher pseudo-labels the unlabelled subset);
-  4. export: the continuation with the higher CV Dice (mean of GGO and consolidation fold means) is trained from
-     the final teacher and becomes the package (model.json with CV figures, weights.safetensors, MODEL_CARD.md).
+  4. export: of the three (teacher, supervised and semi-supervised continuation) the one with the highest CV Dice
+     (mean of the GGO and consolidation fold means) is trained on all 50 slices (a continuation: from the final
+     teacher) and becomes the package (model.json with CV figures, weights.safetensors, MODEL_CARD.md).
 Run (38 min on 1 thread of a shared 2-core CPU):
     nice -n 10 python scripts/train_lesion_model.py [--data ../shared/data] [--run-dir runs/lesion-v2]
 """
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         results[f"teacher-fold{k}"] = stage(f"teacher-fold{k}", fit_teacher(np.setdiff1d(everything, held)))
     cv = {"teacher": out_of_fold("teacher")}
     log("CV teacher: " + json.dumps({c: round(v["dice_pooled"], 4) for c, v in cv["teacher"].items()}))
-    results["teacher-final"] = stage("teacher-final", fit_teacher(everything))
+    results["teacher-final"] = stage("teacher-final", fit_teacher(everything))  # needed by every variant
     for variant, semi in (("supervised", False), ("student", True)):
         for k, held in enumerate(folds):
             results[f"{variant}-fold{k}"] = stage(f"{variant}-fold{k}", fit_more(
@@ -151,10 +152,12 @@ def main(argv=None) -> int:
     def score(summary):
         return (summary["ggo"]["dice_fold_mean"] + summary["consolidation"]["dice_fold_mean"]) / 2
 
-    chosen = max(("supervised", "semi-supervised"), key=lambda v: score(cv[v]))
-    final_name = "student-final" if chosen == "semi-supervised" else "supervised-final"
-    results[final_name] = stage(final_name, fit_more(results["teacher-final"]["state_dict"], everything,
-                                                     chosen == "semi-supervised"))
+    chosen = max(cv, key=lambda v: score(cv[v]))
+    final_name = {"teacher": "teacher-final", "supervised": "supervised-final",
+                  "semi-supervised": "student-final"}[chosen]
+    if chosen != "teacher":
+        results[final_name] = stage(final_name, fit_more(results["teacher-final"]["state_dict"], everything,
+                                                         chosen == "semi-supervised"))
     final = results[final_name]
     seconds = sum(r["seconds"] for r in results.values())
     from CovidCTScreenLib.model_package import load_package
@@ -204,7 +207,7 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                         "(MedSeg COVID-19 set, 8-bit display images; masks 0/1/2); the semi-supervised variant also "
                         f"{len(unlabelled_names)} of the 1600 unlabelled slices (at most "
                         f"{config.unlabelled_per_volume} evenly spaced per volume, 20 volumes)"
-                        + ("" if chosen == "semi-supervised" else ", which the shipped supervised model did not use")
+                        + ("" if chosen == "semi-supervised" else ", which the shipped model did not use")
                         + ". Licence: non-commercial"),
             "cross_validation": (f"{config.folds}-fold by slice (numpy default_rng seed {config.seed}). Inf-Net has no "
                                  "patient ids, so slices of one patient can fall in training and held-out folds: the "
@@ -224,8 +227,8 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                        f"pixels below {config.pseudo_confidence} confidence ignored, CE x {config.pseudo_weight}). "
                        "Last-epoch weights, no epoch selection"),
             "chosen": chosen,
-            "chosen_by": ("higher CV Dice (mean of the GGO and consolidation fold means) of supervised vs "
-                          "semi-supervised"),
+            "chosen_by": ("highest CV Dice (mean of the GGO and consolidation fold means) of the teacher and its "
+                          "supervised and semi-supervised continuations"),
             "config": cfg,
             "seconds_all_stages": round(seconds, 1),
             "final_history": final["history"],
