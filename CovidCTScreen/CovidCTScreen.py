@@ -126,6 +126,7 @@ def registerSampleData():
 class CovidCTScreenParameterNode:
     """
     inputVolume - the chest CT to screen (never modified).
+    lungMask - optional lung segmentation the user has, used instead of the computed lung mask.
     model - shipped model name or model package folder.
     device - auto (CUDA when available), cuda or cpu.
     overrideThreshold / sliceThreshold - recompute the verdict with another slice threshold than the model's.
@@ -138,6 +139,7 @@ class CovidCTScreenParameterNode:
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    lungMask: vtkMRMLSegmentationNode
     model: str = model_package.DEFAULT_MODEL
     device: Annotated[str, Choice(DEVICES)] = SCREEN_OPTION_DEFAULTS["device"]
     overrideThreshold: bool = False
@@ -312,6 +314,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Starting..."
             self.logic.process(p.inputVolume, model=p.model, device=p.device, waitForCompletion=False,
                                heatmap=p.computeHeatmap, lesions=p.computeLesions, heatmapOpacity=p.heatmapOpacity,
+                               lungSegmentation=p.lungMask,
                                outputNodes={"segmentation": p.outputSegmentation, "heatmap": p.outputHeatmap,
                                             "table": p.outputTable, "chart": p.outputChart},
                                progressCallback=self.onProgress, completedCallback=self.onCompleted)
@@ -547,8 +550,9 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputVolumeNode, model=None, device="auto", waitForCompletion=True, heatmap=True,
                 heatmapOpacity=0.4, outputNodes=None, progressCallback=None, completedCallback=None, lesions=True,
-                batchSize=None):
-        """Screen ``inputVolumeNode`` (never modified). With ``waitForCompletion`` (console, batch, tests) it
+                batchSize=None, lungSegmentation=None):
+        """Screen ``inputVolumeNode`` (never modified); ``lungSegmentation``: an optional segmentation node with
+        lung segments used as the lung mask. With ``waitForCompletion`` (console, batch, tests) it
         blocks and returns {"report", "segmentation", "heatmap", "table", "chart", "reportFolder", ...} or
         raises; otherwise it returns None at once and calls ``completedCallback(result, error)`` later."""
         import tempfile
@@ -565,10 +569,14 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         workDir = Path(tempfile.mkdtemp(prefix="CovidCTScreen-", dir=slicer.app.temporaryPath
                                         if hasattr(slicer, "app") else None))
         inputFile = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd")
+        maskFile = (glue.write_lung_mask_file(lungSegmentation, inputVolumeNode, workDir / "lung_mask.nrrd")
+                    if lungSegmentation is not None else None)
         outDir = workDir / "report"
         cancelFile = workDir / "cancel"
+        maskName = lungSegmentation.GetName() if lungSegmentation is not None else None
         cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap, lesions=lesions,
-                             batch_size=batchSize, cancel_file=cancelFile, python=pythonExecutable())
+                             batch_size=batchSize, cancel_file=cancelFile, python=pythonExecutable(),
+                             lung_mask=maskFile, lung_mask_name=maskName)
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()
@@ -576,6 +584,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         def finish(code, message):
             self._run = None
             inputFile.unlink(missing_ok=True)
+            if maskFile is not None:
+                maskFile.unlink(missing_ok=True)
             if code != worker.EXIT_OK:
                 shutil.rmtree(workDir, ignore_errors=True)
                 kind = {worker.EXIT_CANCELLED: "Cancelled", worker.EXIT_INPUT: "Input refused"}.get(code, "Failed")

@@ -15,6 +15,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="DICOM series folder, or .nrrd / .nii / .nii.gz / .mha file")
     p.add_argument("--out", type=Path, required=True, help="report folder to create")
     add_screen_options(p)
+    p.add_argument("--lung-mask", type=Path, default=None, metavar="FILE",
+                   help="use this lung mask instead of computing one: a label map (1 right, 2 left), a binary mask "
+                        "or a Slicer .seg.nrrd (segments named like 'right lung' or 'lung_upper_lobe_left') on the "
+                        "CT grid, NRRD / NIfTI / MHA")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_interruptibly(lambda cancel: screen_to_folder(
             args.input, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel,
-            **ScreenOptions.from_args(args).kwargs()), args.out)
+            lung_mask=args.lung_mask, **ScreenOptions.from_args(args).kwargs()), args.out)
     except KeyboardInterrupt:
         print(("\n" if bar is not None else "") + "covidct-screen: cancelled; nothing was written", file=sys.stderr)
         sys.stderr.flush()
@@ -92,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
     if v.low_confidence:
         print(v.confidence_note)
-    print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
+    print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L ({result.mask.source['source']}); "
+          f"report in {args.out}")
     if result.manifestations is not None:
         m = result.manifestations.summary
         for key, name in (("hu_bands", "HU bands"), ("learned", "lesion UNet")):

@@ -80,10 +80,13 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     assert (target / "report.json").is_file() and (target / "verdict_override.json").is_file()
     with pytest.raises(RuntimeError, match="already exists"):
         logic.exportReport(result["reportFolder"], target)
-    # a second run can fill the same output nodes
-    again = logic.process(node, device="cpu", heatmap=False,
+    # a second run can fill the same output nodes, and take an existing lung segmentation as its lung mask
+    lungs_before = mrml.labels_from_segmentation(result["segmentation"], node)
+    again = logic.process(node, device="cpu", heatmap=False, lungSegmentation=result["segmentation"],
                           outputNodes={"segmentation": result["segmentation"], "table": result["table"],
                                        "chart": result["chart"]})
+    assert again["report"]["lung_mask"]["source"] == f"Slicer segmentation {result['segmentation'].GetName()}"
+    np.testing.assert_array_equal(mrml.labels_from_segmentation(again["segmentation"], node), lungs_before)
     assert again["segmentation"] is result["segmentation"] and again["table"] is result["table"]
     assert again["heatmap"] is None and again["chart"].GetNumberOfPlotSeriesNodes() == 2
     # the temporary work folders do not pile up: a new run replaces the last one, the widget's cleanup removes it
