@@ -96,7 +96,7 @@ def build_report(result, files: dict) -> dict:
 
 def _write_csv(result, path: Path) -> None:
     labels = [CLASS_DISPLAY.get(lab, lab) for lab in result.model.labels]
-    area = result.mask.lungs.sum(axis=(1, 2)) * result.volume.spacing[0] * result.volume.spacing[1] / 100.0
+    area = _per_slice_count(result.mask.labels) * result.volume.spacing[0] * result.volume.spacing[1] / 100.0
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["slice", "z_mm", "lung_area_cm2"] + [f"p_{lab}" for lab in labels] + ["positive"])
@@ -106,10 +106,15 @@ def _write_csv(result, path: Path) -> None:
                        + [int(row[result.model.positive_index] >= result.verdict.slice_threshold)])
 
 
-def _write_image(result, array: np.ndarray, path: Path) -> None:
-    import SimpleITK as sitk
+def _per_slice_count(labels: np.ndarray) -> np.ndarray:
+    """Non-zero voxels of each axial slice (no volume-sized temporary)."""
+    return np.count_nonzero(labels.reshape(len(labels), -1), axis=1)
 
-    sitk.WriteImage(result.volume.like(array), str(path), useCompression=True)
+
+def _write_image(result, array: np.ndarray, path: Path) -> None:
+    from .volume_io import write_nrrd
+
+    write_nrrd(result.volume, array, path)
 
 
 def overlay_png(result, k: int, path: Path, title: str) -> None:
@@ -149,7 +154,9 @@ def lesions_png(result, k: int, path: Path) -> None:
     aspect = vol.spacing[1] / vol.spacing[0]
     colours = np.array([[0, 0, 0, 0], [0.1, 0.9, 0.1, 0.5], [0.95, 0.1, 0.1, 0.5]])
     fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), dpi=90)
-    panels = [("CT (lung window)", None), ("HU bands", found.hu_bands[k]), ("lesion UNet", found.learned[k]),
+    panels = [("CT (lung window)", None), ("HU bands", found.hu_bands[k]),
+              ("lesion UNet" + (" (not run)" if found.learned is None else ""),
+               None if found.learned is None else found.learned[k]),
               ("possible fibrotic streaks", found.streaks[k].astype(np.uint8) * 2)]
     for ax, (title, labels) in zip(axes, panels):
         ax.imshow(window_hu(vol.hu[k]), cmap="gray", vmin=0, vmax=1, aspect=aspect)
@@ -199,12 +206,16 @@ def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) ->
         scores_png(result, tmp / files["scores_plot"])
         if result.manifestations is not None:
             found = result.manifestations
-            files |= {"lesions_hu_bands": "lesions_hu_bands.nrrd", "lesions_learned": "lesions_learned.nrrd",
+            files |= {"lesions_hu_bands": "lesions_hu_bands.nrrd",
                       "fibrotic_streak_candidates": "fibrotic_streak_candidates.nrrd"}
             _write_image(result, found.hu_bands, tmp / files["lesions_hu_bands"])
-            _write_image(result, found.learned, tmp / files["lesions_learned"])
-            _write_image(result, found.streaks.astype(np.uint8), tmp / files["fibrotic_streak_candidates"])
-            k = int(np.argmax((found.hu_bands > 0).sum(axis=(1, 2)) + (found.learned > 0).sum(axis=(1, 2))))
+            _write_image(result, found.streaks.view(np.uint8), tmp / files["fibrotic_streak_candidates"])
+            per_slice = _per_slice_count(found.hu_bands)
+            if found.learned is not None:
+                files["lesions_learned"] = "lesions_learned.nrrd"
+                _write_image(result, found.learned, tmp / files["lesions_learned"])
+                per_slice = per_slice + _per_slice_count(found.learned)
+            k = int(np.argmax(per_slice))
             files["lesions_plot"] = f"lesions_slice_{k:03d}.png"
             lesions_png(result, k, tmp / files["lesions_plot"])
         for t in result.verdict.top_slices:
