@@ -94,7 +94,7 @@ def main() -> int:
                      f"{r['reason']} |")
     tc = md["three_class"]
     lines += ["", f"Three-class category correct on {tc['correct']} of {tc['studies']} studies (rules in "
-                  "`verdict.CATEGORY_RULES`, stated before these volumes were screened; nothing was fitted).", "",
+                  "`verdict.CATEGORY_RULES`; no threshold was fitted, but rule 3 was widened to CO-RADS 4 (unilateral peripheral GGO) after P002 had been screened, so P002 does not test that change).", "",
               "## Extent on volumes without COVID-19", "",
               f"Whole-lung GGO / consolidation % (the normal-volume limits are GGO <= {NORMAL_LIMITS_PCT['ggo']:g} %, "
               f"consolidation <= {NORMAL_LIMITS_PCT['consolidation']:g} %; the chest-ct patients have lung cancer, "

@@ -97,9 +97,11 @@ CATEGORY_RULES = (
     "RSNA 'negative for pneumonia', CO-RADS 1). "
     "2 other pneumonia: consolidation volume > GGO volume (RSNA 'atypical': lobar or segmental consolidation "
     "without GGO; CO-RADS 2). "
-    "3 COVID-19: bilateral and peripheral-predominant GGO (RSNA 'typical', Simpson et al., Radiol Cardiothorac "
-    "Imaging 2020; CO-RADS 5, Prokop et al., Radiology 2020: multifocal bilateral GGO close to the pleura). "
-    "4 otherwise the pattern is indeterminate (RSNA 'indeterminate', CO-RADS 3-4: unilateral, central or diffuse "
+    "3 COVID-19: peripheral-predominant GGO; 'typical' when bilateral (RSNA 'typical', Simpson et al., Radiol "
+    "Cardiothorac Imaging 2020; CO-RADS 5, Prokop et al., Radiology 2020: multifocal bilateral GGO close to the "
+    "pleura), 'high suspicion' when strictly unilateral (CO-RADS 4: findings as in CO-RADS 5 but located strictly "
+    "unilaterally). "
+    "4 otherwise the pattern is indeterminate (RSNA 'indeterminate', CO-RADS 3: central, perihilar or diffuse "
     "GGO) and the binary slice model's study rule decides: positive COVID-19, negative other pneumonia. "
     "Lower-zone predominance is listed as support only (reported in COVID-19 by Chung et al. and Pan et al., "
     "Radiology 2020, but not required by RSNA / CO-RADS). Lobar / segmental shape, tree-in-bud, nodules, "
@@ -135,7 +137,7 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
               "other pneumonia" if cons_dominant else "COVID-19"),
         _item("lungs involved", ("both" if bilateral else "one or none") + " (right %.1f %%, left %.1f %%)"
               % (sides["right"]["lesion_pct"], sides["left"]["lesion_pct"]),
-              "COVID-19" if bilateral else "indeterminate"),
+              "COVID-19" if bilateral else "COVID-19 (CO-RADS 4) if peripheral, else indeterminate"),
         _item("peripheral predominance", ("yes" if peripheral else "no") + " (lesion %.1f %% of the peripheral lung, "
               "%.1f %% of the central)" % tuple(distribution["peripheral_vs_central_pct"]),
               "COVID-19" if peripheral else "indeterminate"),
@@ -163,9 +165,13 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
     elif cons_dominant:
         category, pattern = "other pneumonia", "atypical"
         reason = f"Consolidation predominates over GGO ({cons:.1f} % vs {ggo:.1f} %), as in bacterial / lobar pneumonia"
-    elif bilateral and peripheral:
+    elif peripheral and bilateral:
         category, pattern = "COVID-19", "typical"
         reason = "Bilateral, peripheral-predominant GGO: the RSNA / CO-RADS typical COVID-19 pattern"
+    elif peripheral:
+        category, pattern = "COVID-19", "high suspicion"
+        reason = ("Peripheral-predominant GGO in one lung only: CO-RADS 4 (typical findings, strictly unilateral), "
+                  "a high suspicion of COVID-19")
     else:
         category, pattern = ("COVID-19" if binary["positive"] else "other pneumonia"), "indeterminate"
         shape = ("unilateral" if not bilateral else "bilateral") + (", not peripheral-predominant" if not peripheral

@@ -102,9 +102,10 @@ def _evidence(ggo, cons, bilateral, peripheral, positive):
     ((1.5, 0.4, True, True, True), "normal", "negative"),  # within normal limits, even with a positive slice model
     ((3.0, 5.0, True, True, True), "other pneumonia", "atypical"),  # consolidation predominates
     ((10.0, 1.0, True, True, False), "COVID-19", "typical"),  # bilateral peripheral GGO, slice model negative
-    ((10.0, 1.0, False, True, True), "COVID-19", "indeterminate"),  # unilateral: the slice model decides
-    ((10.0, 1.0, False, True, False), "other pneumonia", "indeterminate"),
+    ((10.0, 1.0, False, True, False), "COVID-19", "high suspicion"),  # unilateral peripheral GGO: CO-RADS 4
+    ((10.0, 1.0, True, False, True), "COVID-19", "indeterminate"),  # central: the slice model decides
     ((10.0, 1.0, True, False, False), "other pneumonia", "indeterminate"),  # central, bilateral
+    ((10.0, 1.0, False, False, False), "other pneumonia", "indeterminate"),  # central, unilateral
 ])
 def test_category_rules(case, expected, pattern):
     c = category_from_report(*_evidence(*case))
