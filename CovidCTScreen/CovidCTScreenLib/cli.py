@@ -11,6 +11,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="covidct-screen", description=__doc__)
     p.add_argument("input", type=Path, help="DICOM series folder, or .nrrd / .nii / .nii.gz / .mha file")
     p.add_argument("--out", type=Path, required=True, help="report folder to create")
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="SeriesInstanceUID to screen when the DICOM folder holds several series (default: the "
+                        "axial CT series best suited to lung reading; the report says which and why)")
     p.add_argument("--model", default=None, help="model package folder or shipped model name (default: shipped model)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 64 on GPU, 16 on CPU)")
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
                                   model=args.model, device=args.device, batch_size=args.batch_size,
-                                  heatmap=not args.no_heatmap, lesions=not args.no_lesions)
+                                  heatmap=not args.no_heatmap, lesions=not args.no_lesions, series=args.series)
     except KeyboardInterrupt:
         print("\ncovidct-screen: cancelled; nothing was written", file=sys.stderr)
         return 130
@@ -61,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
     if v.low_confidence:
         print(v.confidence_note)
+    choice = result.volume.meta.get("series_choice")
+    if choice:
+        print(f"{len(choice['series'])} series in the folder; screened {choice['chosen']} ({choice['how']}):")
+        for s in choice["series"]:
+            print(f"  {'*' if s['series_instance_uid'] == choice['chosen'] else ' '} {s['series_instance_uid']}: "
+                  f"'{s['description']}', {s['images']} images, {s['slice_thickness_mm']:g} mm, kernel {s['kernel']}")
     print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
     if result.manifestations is not None:
         m = result.manifestations.summary

@@ -57,8 +57,10 @@ def _stage_reporter(progress: Progress | None, stage: str) -> Callable[[float], 
 
 def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | ModelPackage | None = None,
            device: str = "auto", batch_size: int | None = None, heatmap: bool = True, lesions: bool = True,
-           progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> ScreenResult:
-    """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``.
+           progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+           series: str | None = None) -> ScreenResult:
+    """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``;
+    ``series`` picks a series UID of a DICOM folder holding several (default: ``volume_io.choose_series``).
     ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``)."""
     from .explain import gradcam_maps, to_volume
     from .inference import calibrated_probabilities, lung_slices, select_device
@@ -76,7 +78,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
         volume = source
         validate_ct(volume)
     else:
-        volume = load_ct(Path(source))
+        volume = load_ct(Path(source), series)
     timings["load_s"] = time.perf_counter() - t
     _stage_reporter(progress, "load")(1.0)
     check_cancel()

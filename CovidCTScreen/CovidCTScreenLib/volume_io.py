@@ -59,7 +59,8 @@ SHARP_KERNEL_MIN = 50  # Siemens-style kernel number (B60f, Br64, I70f) from whi
 class SeriesInfo:
     """One DICOM series of a folder, as the series list shows it."""
 
-    uid: str
+    uid: str  # SeriesInstanceUID as the header holds it
+    reader_id: str  # GDCM's series id (the UID with non-UID characters dropped)
     files: list[str]  # in GDCM order
     description: str
     modality: str
@@ -101,8 +102,8 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
 
     folder = Path(folder)
     out = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
-        names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+    for reader_id in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), reader_id))
         try:
             head = pydicom.dcmread(names[0], stop_before_pixels=True)
         except Exception as e:  # pydicom raises several types for broken files
@@ -111,7 +112,7 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
         normal = np.cross(iop[:3], iop[3:])
         pixel = getattr(head, "PixelSpacing", None)
         out.append(SeriesInfo(
-            uid=uid, files=names, description=str(getattr(head, "SeriesDescription", "")).strip(),
+            uid=str(getattr(head, "SeriesInstanceUID", "")) or reader_id, reader_id=reader_id, files=names, description=str(getattr(head, "SeriesDescription", "")).strip(),
             modality=str(getattr(head, "Modality", "")), kernel=str(getattr(head, "ConvolutionKernel", "")),
             thickness_mm=float(getattr(head, "SliceThickness", 0) or 0),
             pixel_mm=float(pixel[0]) if pixel else 0.0, image_type="\\".join(getattr(head, "ImageType", [])),
@@ -123,7 +124,7 @@ def choose_series(series: list[SeriesInfo], uid: str | None = None) -> SeriesInf
     """The series named by ``uid``, else the best for lung reading by ``SERIES_RULE``."""
     if uid:
         for s in series:
-            if s.uid == uid:
+            if uid in (s.uid, s.reader_id):
                 return s
         raise InputError(f"Series {uid} is not in this folder; its series are: "
                          + "; ".join(s.line() for s in series))

@@ -1,7 +1,7 @@
 """Out-of-process runner the Slicer widget starts, so the GUI never freezes and Cancel always works.
 
     python -m CovidCTScreenLib.worker INPUT OUT_DIR [--model M] [--device auto|cuda|cpu]
-                                      [--batch-size N] [--no-heatmap] [--cancel-file PATH]
+                                      [--batch-size N] [--no-heatmap] [--cancel-file PATH] [--series UID]
                                       [--evaluate [--threshold T ...]]
 
 screens one CT (``pipeline.screen_to_folder``), or with ``--evaluate`` measures the model on the
@@ -57,7 +57,7 @@ def parse_line(line: str) -> tuple[str, object] | None:
 
 
 def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, cancel_file=None,
-            python: str | None = None, evaluate: bool = False, thresholds=()) -> list[str]:
+            python: str | None = None, evaluate: bool = False, thresholds=(), series: str | None = None) -> list[str]:
     """The worker's command line (``python`` defaults to this interpreter)."""
     cmd = [python or sys.executable, "-m", "CovidCTScreenLib.worker", str(input_path), str(out_dir),
            "--device", device]
@@ -67,6 +67,8 @@ def command(input_path, out_dir, model=None, device="auto", batch_size=None, hea
         cmd += ["--batch-size", str(int(batch_size))]
     if not heatmap:
         cmd.append("--no-heatmap")
+    if series:
+        cmd += ["--series", str(series)]
     if cancel_file:
         cmd += ["--cancel-file", str(cancel_file)]
     if evaluate:
@@ -167,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--no-heatmap", action="store_true")
     p.add_argument("--cancel-file", type=Path, default=None, help="stop when this file appears")
+    p.add_argument("--series", default=None, help="series UID of a DICOM folder holding several series")
     p.add_argument("--evaluate", action="store_true", help="evaluate the model on labelled data (covidct-evaluate)")
     p.add_argument("--threshold", type=float, action="append", default=[], help="with --evaluate: extra threshold")
     return p
@@ -214,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import screen_to_folder
 
             screen_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled, model=args.model,
-                             device=args.device, batch_size=args.batch_size, heatmap=not args.no_heatmap)
+                             device=args.device, batch_size=args.batch_size, heatmap=not args.no_heatmap,
+                             series=args.series)
         if cancelled():  # cancel arrived while the report was being written: take it back
             if not existed:
                 shutil.rmtree(args.out_dir, ignore_errors=True)
