@@ -32,6 +32,8 @@ SAMPLE_SHA256 = "a6a1238b45936e0cbd1092844019cd98043c2de411467093aac04bb8bccecf0
 USER_MODELS_KEY = "CovidCTScreen/UserModels"  # QSettings: model package folders added by the user or trained
 TORCH_REQUIREMENT = ">=2.2"
 DEVICES = ["auto", "cuda", "cpu"]
+ATTR_DICOM_FOLDER = "CovidCTScreen.DicomFolder"  # a node loaded from a DICOM folder is screened from its files
+ATTR_SERIES_UID = "CovidCTScreen.SeriesInstanceUID"
 
 
 def resourcePath(relative: str) -> str:
@@ -204,6 +206,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
+        self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
+        self.ui.loadSeriesButton.connect("clicked(bool)", self.onLoadSeries)
         self.ui.topSlicesListWidget.connect("itemClicked(QListWidgetItem*)", self.onTopSliceClicked)
 
         self.initializeParameterNode()
@@ -362,6 +366,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def clearResultsDisplay(self) -> None:
         self.ui.verdictLabel.text = ""
         self.ui.probabilitiesLabel.text = ""
+        self.ui.extentLabel.text = ""
         self.ui.topSlicesListWidget.clear()
 
     def showVerdict(self) -> None:
@@ -385,10 +390,15 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"mean of top 5 {probs.get('mean_top5', 0):.2f}. Lung volume "
             f"{result['report'].get('lungs', {}).get('volume_ml', {}).get('total', 0) / 1000:.2f} L."
             + manifestationsText(result["report"].get("manifestations", {})))
+        from CovidCTScreenLib.report_html import extent_html
+
+        self.ui.extentLabel.text = extent_html(result["report"])  # the same tables as report.html
         self.ui.topSlicesListWidget.clear()
-        for top in verdict["top_slices"]:
-            item = qt.QListWidgetItem(f"slice {top['slice']}: P(COVID-19) {top['probability']:.2f}")
-            item.setData(qt.Qt.UserRole, int(top["slice"]))
+        for key in result["report"].get("key_slices", []):
+            lesions = f", lesions {key['lesion_pct']:.1f} %" if key.get("lesion_pct") is not None else ""
+            item = qt.QListWidgetItem(f"{key.get('name', key['slice'])} {key.get('zone', '')}: "
+                                      f"P(COVID-19) {key['probability']:.2f}{lesions}")
+            item.setData(qt.Qt.UserRole, int(key["slice"]))
             self.ui.topSlicesListWidget.addItem(item)
 
     def showResultsInLayout(self, result) -> None:
@@ -442,6 +452,28 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             target = self.logic.exportReport(p.reportFolder, Path(folder) / self._exportName(),
                                              p.sliceThreshold if p.overrideThreshold else None)
             self.ui.statusLabel.text = f"Report exported to {target}"
+            if (target / "report.html").is_file():
+                qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(target / "report.html")))
+
+    # -- DICOM folders (PACS exports with several series)
+
+    def onDicomFolderChanged(self, folder: str) -> None:
+        combo = self.ui.dicomSeriesComboBox
+        combo.clear()
+        if not folder or not os.path.isdir(folder):
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot list the DICOM series of this folder.", waitCursor=True):
+            for uid, text, best in self.logic.listSeries(folder):
+                combo.addItem(("* " if best else "") + text, uid)
+                if best:
+                    combo.setCurrentIndex(combo.count - 1)
+
+    def onLoadSeries(self) -> None:
+        folder, uid = self.ui.dicomFolderPathLineEdit.currentPath, self.ui.dicomSeriesComboBox.currentData
+        if not folder or not uid:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to load the DICOM series.", waitCursor=True):
+            self._parameterNode.inputVolume = self.logic.loadSeries(folder, uid)
 
     def _exportName(self) -> str:
         name = self._parameterNode.inputVolume.GetName() if self._parameterNode.inputVolume else "study"
@@ -536,6 +568,27 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     def isRunning(self) -> bool:
         return self._run is not None
 
+    # -- DICOM folders
+
+    def listSeries(self, folder) -> list:
+        """[(series UID, one-line description, chosen by volume_io.SERIES_RULE)] of a DICOM folder."""
+        from CovidCTScreenLib.volume_io import choose_series, list_series
+
+        series = list_series(folder)
+        best = choose_series(series) if series else None
+        return [(s.uid, s.line(), s is best) for s in series]
+
+    def loadSeries(self, folder, seriesUID):
+        """Load one series of a DICOM folder as a CT node. Screening that node reads the DICOM files themselves,
+        so the report names slices by instance number and adds DICOM SEG and SR."""
+        from CovidCTScreenLib.volume_io import load_ct
+
+        volume = load_ct(folder, series_uid=seriesUID)
+        node = mrmlGlue().ct_volume_to_node(volume, volume.meta.get("series_description") or "CT")
+        node.SetAttribute(ATTR_DICOM_FOLDER, str(folder))
+        node.SetAttribute(ATTR_SERIES_UID, str(seriesUID))
+        return node
+
     # -- models
 
     def userModels(self) -> list:
@@ -617,18 +670,24 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         del volume
         workDir = Path(tempfile.mkdtemp(prefix="CovidCTScreen-", dir=slicer.app.temporaryPath
                                         if hasattr(slicer, "app") else None))
-        inputFile = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd")
+        dicomFolder, series = inputVolumeNode.GetAttribute(ATTR_DICOM_FOLDER), inputVolumeNode.GetAttribute(
+            ATTR_SERIES_UID)
+        if dicomFolder and os.path.isdir(dicomFolder):  # loaded by loadSeries: screen the DICOM files themselves
+            inputFile = Path(dicomFolder)
+        else:
+            inputFile, series = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd"), None
         outDir = workDir / "report"
         cancelFile = workDir / "cancel"
         cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap,
-                             cancel_file=cancelFile, python=pythonExecutable())
+                             cancel_file=cancelFile, python=pythonExecutable(), series=series)
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()
 
         def finish(code, message):
             self._run = None
-            inputFile.unlink(missing_ok=True)
+            if inputFile.parent == workDir:  # the temporary NRRD, never the user's DICOM folder
+                inputFile.unlink(missing_ok=True)
             if code != worker.EXIT_OK:
                 shutil.rmtree(workDir, ignore_errors=True)
                 kind = {worker.EXIT_CANCELLED: "Cancelled", worker.EXIT_INPUT: "Input refused"}.get(code, "Failed")
@@ -653,7 +712,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
             self._run = "blocking"
             try:
                 code, message = worker.run(inputFile, outDir, progress=progress, python=pythonExecutable(),
-                                           model=model, device=device, heatmap=heatmap)
+                                           model=model, device=device, heatmap=heatmap, series=series)
             finally:
                 self._run = None
             result, error = finish(code, message)

@@ -43,6 +43,39 @@ def _segments(result) -> list[tuple[str, str, np.ndarray, str]]:
     return out
 
 
+def unreferenceable(headers) -> str | None:
+    """Why a SEG / SR could not reference these source images (None when it can)."""
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+        if not headers[0].get(keyword):
+            return f"the source images have no {keyword}"
+    uids = [h.get("SOPInstanceUID") for h in headers]
+    if not all(uids) or len(set(uids)) < len(uids):
+        return (f"the source images have {'empty' if not all(uids) else 'duplicate'} SOPInstanceUIDs "
+                f"({len(set(uids))} distinct for {len(uids)} images): a SEG or SR cannot reference them")
+    return None
+
+
+def _complete(headers) -> list[str]:
+    """Fill, in memory only, what anonymised sources leave out and SEG / SR need: empty type-2 patient and
+    study attributes, and a frame of reference UID derived from the series UID (the same on every run).
+    Returns notes for the report."""
+    from pydicom.uid import generate_uid
+
+    notes = []
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName", "StudyDate", "StudyTime"):
+        if headers[0].get(keyword) is None:
+            notes.append(f"{keyword} missing in the source: left empty")
+            for h in headers:
+                setattr(h, keyword, "")
+    if not headers[0].get("FrameOfReferenceUID"):
+        uid = generate_uid(entropy_srcs=[str(headers[0].SeriesInstanceUID), "frame of reference"])
+        notes.append(f"FrameOfReferenceUID missing in the source: {uid} derived from the series UID")
+        for h in headers:
+            h.FrameOfReferenceUID = uid
+    return notes
+
+
 def _source_geometry(headers):
     """A SimpleITK image (no voxels needed) with the geometry of the source frames, in file order."""
     import SimpleITK as sitk
@@ -79,11 +112,17 @@ def _algorithm(name: str):
 
 
 def write_dicom(result, report: dict, folder: Path) -> dict:
-    """Write the SEG and the SR under ``folder``/dicom; return the report's ``files`` entries."""
+    """Write the SEG and the SR under ``folder``/dicom and say so in ``report["dicom_outputs"]``; return the
+    report's ``files`` entries (none, with the reason in the report, when the sources cannot be referenced)."""
     import highdicom as hd
     import pydicom
 
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in result.volume.dicom_files]
+    reason = unreferenceable(headers)
+    if reason:
+        report["dicom_outputs"] = {"not_written": reason}
+        return {}
+    notes = _complete(headers)
     reference = _source_geometry(headers)
     codes = _codes()
     segments = _segments(result)
@@ -107,6 +146,9 @@ def write_dicom(result, report: dict, folder: Path) -> dict:
     (folder / "dicom").mkdir()
     seg.save_as(folder / SEG_NAME)
     sr.save_as(folder / SR_NAME)
+    report["dicom_outputs"] = {"seg": SEG_NAME, "sr": SR_NAME, "source_series": str(headers[0].SeriesInstanceUID),
+                               "seg_series": str(seg.SeriesInstanceUID), "sr_series": str(sr.SeriesInstanceUID),
+                               "notes": notes}
     return {"dicom_seg": SEG_NAME, "dicom_sr": SR_NAME}
 
 

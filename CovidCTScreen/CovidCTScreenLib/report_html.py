@@ -63,7 +63,8 @@ def _verdict(rep: dict) -> str:
     return "".join(out)
 
 
-def _extents(rep: dict) -> str:
+def extent_html(rep: dict) -> str:
+    """Lesion extent per lung and per zone (when present) as HTML tables (also shown in the Slicer module)."""
     out = []
     m = rep.get("manifestations", {})
     rows = []
@@ -151,7 +152,7 @@ def render_html(rep: dict, folder: Path) -> str:
         "<h1>CovidCTScreen report</h1>",
         f'<div class="notice">{escape(rep.get("notice", "Research use only - not for clinical diagnosis"))}</div>',
         _verdict(rep),
-        "<h2>Extent</h2>", _extents(rep),
+        "<h2>Extent</h2>", extent_html(rep),
         "<h2>Key slices</h2>", _key_slices(rep, folder),
         "<h2>Slice scores</h2>", f"<figure>{_img(folder, files.get('scores_plot'), 'slice scores')}</figure>",
     ]
@@ -159,8 +160,11 @@ def render_html(rep: dict, folder: Path) -> str:
         body += ["<h2>Lesions on the slice with the largest extent</h2>",
                  f"<figure>{_img(folder, files['lesions_plot'], 'lesions')}</figure>"]
     body += ["<h2>Input</h2>", _input(rep)]
-    if dicom:
-        body += ["<h2>DICOM outputs</h2>", "<ul>" + "".join(f"<li>{escape(d)}</li>" for d in dicom) + "</ul>"]
+    outputs = rep.get("dicom_outputs", {})
+    if dicom or outputs:
+        notes = dicom + ([f"not written: {outputs['not_written']}"] if outputs.get("not_written") else []) + list(
+            outputs.get("notes", []))
+        body += ["<h2>DICOM outputs</h2>", "<ul>" + "".join(f"<li>{escape(d)}</li>" for d in notes) + "</ul>"]
     body += ["<h2>Limits</h2>", _limits(rep),
              f'<p class="small">Model {escape(str(rep.get("model", {}).get("name", "")))}; created '
              f'{escape(str(rep.get("created", "")))}; CovidCTScreen '

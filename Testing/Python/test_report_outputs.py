@@ -236,21 +236,48 @@ class TestDicomStudy:
         assert verdicts == [rep["verdict"].get("category") or rep["verdict"]["label"]]
 
 
+def test_sources_without_instance_uids_get_no_dicom_outputs():
+    """The COVID-CT-MD sample was anonymised down to empty SOPInstanceUIDs: a SEG or SR could not reference it,
+    so none is written and the report says why (write_dicom puts the reason in report.json and report.html)."""
+    from CovidCTScreenLib.dicom_export import unreferenceable
+
+    assert "empty SOPInstanceUIDs" in unreferenceable(_headers(JPEG_LOSSLESS))
+    assert unreferenceable(_headers(DICOM_SERIES)) is None
+
+
 @pytest.mark.slow
 def test_jpeg_lossless_series_gives_dicom_outputs(tmp_path):
-    """COVID-CT-MD P002 (JPEG lossless, non-standard UIDs, no frame of reference): SEG and SR still reference it."""
+    """COVID-CT-MD P002 (JPEG lossless) as a PACS would export it: the same files with UIDs of their own (the
+    compressed pixel data is copied untouched). SEG and SR reference it and read back."""
     import highdicom as hd
+    from pydicom.uid import generate_uid
 
     from CovidCTScreenLib.pipeline import screen_to_folder
 
-    before = tree_digest(JPEG_LOSSLESS)
-    screen_to_folder(JPEG_LOSSLESS, tmp_path / "r", device="cpu", heatmap=False)
-    assert tree_digest(JPEG_LOSSLESS) == before
+    src = tmp_path / "P002"
+    src.mkdir()
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for f in sorted(JPEG_LOSSLESS.iterdir()):
+        ds = pydicom.dcmread(f)
+        assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(src / f.name)
+    before = tree_digest(src)
+    screen_to_folder(src, tmp_path / "r", device="cpu", heatmap=False)
+    assert tree_digest(src) == before
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
-    heads = _headers(JPEG_LOSSLESS)
+    heads = _headers(src)
     seg = hd.seg.segread(tmp_path / "r" / rep["files"]["dicom_seg"])
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == heads[0].SeriesInstanceUID
-    assert seg.number_of_segments == 6
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series and seg.StudyInstanceUID == study
+    assert seg.number_of_segments == 6 and seg.FrameOfReferenceUID == frame
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=[h.SOPInstanceUID for h in heads],
+                                               segment_numbers=[1, 2])
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "r" / "lung_mask.nrrd")))
+    k_of = {s["instance_number"]: s["slice"] for s in rep["slices"]}
+    for i, h in enumerate(heads):
+        if int(h.InstanceNumber) in k_of:
+            np.testing.assert_array_equal(frames[i, ..., 0] > 0, labels[k_of[int(h.InstanceNumber)]] == 1)
     sr = hd.sr.srread(tmp_path / "r" / rep["files"]["dicom_sr"])
     assert len(sr.content.get_volumetric_roi_measurement_groups()) == 6
     assert {k["instance_number"] for k in rep["key_slices"]} <= {int(h.InstanceNumber) for h in heads}
