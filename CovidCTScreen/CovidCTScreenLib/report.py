@@ -81,7 +81,7 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
                             else {"not_assessed": "lesion measurement was switched off for this run"}),
         "slices": slices,
         "key_slices": keys if keys is not None else key_slices(result),
-        "key_slice_rule": ("evidence = mean of the slice's rank by P(COVID-19) and by lesion extent (HU bands); "
+        "key_slice_rule": ("evidence = mean of the slice's rank by P(COVID-19) and by lesion area (HU bands); "
                            f"the best slice of each lung third first, then the best others, at least "
                            f"{KEY_GAP_MM:g} mm and {KEY_GAP_SLICES} slices apart"),
         "pictures": {"window": {"width_hu": DISPLAY_WINDOW[0], "level_hu": DISPLAY_WINDOW[1]},
@@ -154,15 +154,17 @@ def _rank(values: np.ndarray) -> np.ndarray:
 def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
     """Key slices chosen by evidence and spread over the lungs.
 
-    Evidence of a lung slice = mean of its rank by P(COVID-19) and its rank by lesion extent (HU bands; the
-    score alone without lesions). The best slice of each lung third (lower, middle, upper) comes first, then
+    Evidence of a lung slice = mean of its rank by P(COVID-19) and its rank by lesion area (cm2, HU bands; an
+    area, not a % of the slice's lung, so small apical lung sections do not win; the score alone without lesions). The best slice of each lung third (lower, middle, upper) comes first, then
     the best remaining slices; every pick lies at least KEY_GAP_MM and KEY_GAP_SLICES from the others.
     """
     ks = np.asarray(result.slice_indices, int)
     prob = result.positive_probability
     pct = _lesion_pct(result)
     lesion = np.array([pct.get(int(k), 0.0) for k in ks])
-    evidence = (_rank(prob) + _rank(lesion)) / 2 if pct else _rank(prob)
+    found = result.manifestations
+    area = ((found.hu_bands[ks] > 0).sum(axis=(1, 2)) if found is not None else np.zeros(len(ks)))
+    evidence = (_rank(prob) + _rank(area)) / 2 if found is not None else _rank(prob)
     zone = np.minimum((3 * (ks - ks.min()) / max(ks.max() - ks.min() + 1, 1)).astype(int), 2)
     gap = max(KEY_GAP_SLICES, int(np.ceil(KEY_GAP_MM / result.volume.spacing[2])))
     order = np.argsort(-evidence, kind="stable")

@@ -143,9 +143,12 @@ class TestDicomStudy:
         assert min(np.diff(z)) >= max(10.0, 3 * spacing) - 1e-6  # never adjacent slices
         evidence = [k["evidence"] for k in keys]
         assert evidence == sorted(evidence, reverse=True)
-        # the most suspicious slice of the study is a key slice unless a neighbour of it already is
-        best = max(rep["slices"], key=lambda s: s["probabilities"]["COVID-19"])
-        assert min(abs(best["z_mm"] - k["z_mm"]) for k in keys) < max(10.0, 3 * spacing)
+        # chosen by evidence: more suspicious than the typical lung slice, and with more lesion than it
+        probs = [s["probabilities"]["COVID-19"] for s in rep["slices"]]
+        assert np.mean([k["probability"] for k in keys]) > np.median(probs)
+        lesion = [r["hu_bands"]["ggo_pct"] + r["hu_bands"]["consolidation_pct"]
+                  for r in rep["manifestations"]["per_slice_pct"]]
+        assert np.mean([k["lesion_pct"] for k in keys]) > np.median(lesion)
 
     def test_pictures_full_resolution_one_heat_scale(self, run):
         from PIL import Image
