@@ -835,7 +835,8 @@ class CovidCTScreenTest(ScriptedLoadableModuleTest):
 
         names = {w.get("name") for w in ET.parse(resourcePath("UI/CovidCTScreen.ui")).iter("widget")}
         for name in ("inputSelector", "applyButton", "progressBar", "topSlicesListWidget", "exportReportButton",
-                     "heatmapOpacitySliderWidget", "modelComboBox", "deviceComboBox"):
+                     "heatmapOpacitySliderWidget", "modelComboBox", "deviceComboBox", "dicomFolderPathLineEdit",
+                     "dicomSeriesComboBox", "loadSeriesButton", "extentLabel"):
             self.assertIn(name, names)
 
     def test_volume_geometry_roundtrip(self):

@@ -44,7 +44,8 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
     """The report.json document (schema ``SCHEMA`` version ``SCHEMA_VERSION``)."""
     vol, card, verdict = result.volume, result.model.card, result.verdict
     labels = result.model.labels
-    slices = [{"slice": int(k), "instance_number": instance_number(vol, int(k)), "z_mm": round(slice_z_mm(vol, int(k)), 2),
+    slices = [{"slice": int(k), "instance_number": instance_number(vol, int(k)),
+               "z_mm": round(slice_z_mm(vol, int(k)), 2),
                "probabilities": {CLASS_DISPLAY.get(lab, lab): round(float(p), 4) for lab, p in zip(labels, row)},
                "positive": bool(row[result.model.positive_index] >= verdict.slice_threshold)}
               for k, row in zip(result.slice_indices, result.probabilities)]
@@ -154,9 +155,9 @@ def _rank(values: np.ndarray) -> np.ndarray:
 def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
     """Key slices chosen by evidence and spread over the lungs.
 
-    Evidence of a lung slice = mean of its rank by P(COVID-19) and its rank by lesion area (cm2, HU bands; an
-    area, not a % of the slice's lung, so small apical lung sections do not win; the score alone without lesions). The best slice of each lung third (lower, middle, upper) comes first, then
-    the best remaining slices; every pick lies at least KEY_GAP_MM and KEY_GAP_SLICES from the others.
+    Evidence of a lung slice = mean of its rank by P(COVID-19) and its rank by lesion area (HU bands; an area,
+    not a % of the slice's lung, so small apical lung sections do not win; the score alone without lesions).
+    The best slice of each lung third (lower, middle, upper) comes first, then the best remaining slices; every pick lies at least KEY_GAP_MM and KEY_GAP_SLICES from the others.
     """
     ks = np.asarray(result.slice_indices, int)
     prob = result.positive_probability

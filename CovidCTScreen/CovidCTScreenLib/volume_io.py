@@ -92,7 +92,8 @@ class SeriesInfo:
     def line(self) -> str:
         return (f"{self.uid}: '{self.description or 'no description'}' {self.modality}, {len(self.files)} images, "
                 f"{self.thickness_mm:g} mm slices, {self.pixel_mm:.2f} mm pixels, kernel {self.kernel or '?'}"
-                f"{'' if self.axial else ', not axial'}{', localizer' if 'LOCALIZER' in self.image_type.upper() else ''}")
+                f"{'' if self.axial else ', not axial'}"
+                f"{', localizer' if 'LOCALIZER' in self.image_type.upper() else ''}")
 
 
 def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
@@ -112,7 +113,8 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
         normal = np.cross(iop[:3], iop[3:])
         pixel = getattr(head, "PixelSpacing", None)
         out.append(SeriesInfo(
-            uid=str(getattr(head, "SeriesInstanceUID", "")) or reader_id, reader_id=reader_id, files=names, description=str(getattr(head, "SeriesDescription", "")).strip(),
+            uid=str(getattr(head, "SeriesInstanceUID", "")) or reader_id, reader_id=reader_id, files=names,
+            description=str(getattr(head, "SeriesDescription", "")).strip(),
             modality=str(getattr(head, "Modality", "")), kernel=str(getattr(head, "ConvolutionKernel", "")),
             thickness_mm=float(getattr(head, "SliceThickness", 0) or 0),
             pixel_mm=float(pixel[0]) if pixel else 0.0, image_type="\\".join(getattr(head, "ImageType", [])),
@@ -171,7 +173,8 @@ def _dicom_series(folder: Path, series_uid: str | None = None) -> tuple[list[str
             "slice_thickness_mm": float(getattr(head, "SliceThickness", 0) or 0)}
     if len(series) > 1:
         meta["series_choice"] = {
-            "chosen": chosen.uid, "how": "--series" if series_uid else f"rule: {SERIES_RULE.format(n=MIN_SLICES, thin=THIN_MM)}",
+            "chosen": chosen.uid,
+            "how": "--series" if series_uid else f"rule: {SERIES_RULE.format(n=MIN_SLICES, thin=THIN_MM)}",
             "series": [s.to_dict() for s in series]}
     return names, meta, slices
 

@@ -284,3 +284,25 @@ def test_jpeg_lossless_series_gives_dicom_outputs(tmp_path):
     sr = hd.sr.srread(tmp_path / "r" / rep["files"]["dicom_sr"])
     assert len(sr.content.get_volumetric_roi_measurement_groups()) == 6
     assert {k["instance_number"] for k in rep["key_slices"]} <= {int(h.InstanceNumber) for h in heads}
+
+
+def test_series_rule_order():
+    """SERIES_RULE on series as PACS exports hold them: scouts and non-axial series never win; thin beats thick;
+    among thin series a lung kernel beats a soft one; then the thinnest, then the most images."""
+    from CovidCTScreenLib.volume_io import SeriesInfo, choose_series
+
+    def series(uid, n, mm, kernel, image_type="ORIGINAL\\PRIMARY\\AXIAL", axial=True):
+        return SeriesInfo(uid, uid, [f"{uid}{i}" for i in range(n)], uid, "CT", kernel, mm, 0.7, image_type, axial)
+
+    scout = series("scout", 2, 0.0, "", "ORIGINAL\\PRIMARY\\LOCALIZER", axial=False)
+    thick_lung = series("thick lung", 60, 5.0, "B70f")
+    thin_soft = series("thin soft", 300, 1.0, "B30f")
+    thin_lung = series("thin lung", 300, 1.0, "B70f")
+    thinner_soft = series("thinner soft", 480, 0.625, "STANDARD")
+    ge_lung = series("ge lung", 240, 1.25, "LUNG")
+    coronal = series("coronal", 400, 1.0, "B70f", axial=False)
+    assert choose_series([scout, thick_lung, thin_soft]).uid == "thin soft"
+    assert choose_series([scout, thin_soft, thin_lung, coronal]).uid == "thin lung"
+    assert choose_series([thinner_soft, ge_lung]).uid == "ge lung"
+    assert choose_series([thinner_soft, thin_soft]).uid == "thinner soft"
+    assert choose_series([scout, coronal, thick_lung]).uid == "thick lung"
