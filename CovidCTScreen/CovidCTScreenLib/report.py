@@ -63,7 +63,7 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
                   "validation_at_operating_point": {k: card["validation"]["at_operating_point"][k]
                                                     for k in ("auc", "sensitivity", "specificity", "f1")},
                   "calibration": card["calibration"], "input_mapping": card["input"]},
-        "verdict": {**verdict.to_dict(),
+        "verdict": {**verdict.to_dict(), "top_slices": _named(vol, verdict.top_slices),
                     "summary": (f"{verdict.label}: {verdict.positive_slices} of {verdict.lung_slices} lung slices "
                                 f"({verdict.positive_fraction:.0%}) reach the COVID-19 slice threshold")},
         "slice_probability_summary": {"max": float(pos.max()), "mean": float(pos.mean()),
@@ -78,8 +78,9 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
         "lungs": {"volume_ml": {k: round(v, 1) for k, v in result.lung_volume_ml.items()},
                   "lung_slices": int(len(result.slice_indices)), "slices_total": int(vol.shape[0]),
                   "method": "HU-based 3D mask (seed 002 recipe, see lung_mask.py); labels 1 right, 2 left"},
-        "manifestations": (result.manifestations.summary if result.manifestations is not None
-                            else {"not_assessed": "lesion measurement was switched off for this run"}),
+        "manifestations": (_named_manifestations(vol, result.manifestations.summary)
+                           if result.manifestations is not None
+                           else {"not_assessed": "lesion measurement was switched off for this run"}),
         "slices": slices,
         "key_slices": keys if keys is not None else key_slices(result),
         "key_slice_rule": ("evidence = mean of the slice's rank by P(COVID-19) and by lesion area (HU bands); "
@@ -94,6 +95,20 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "software": _software(),
     }
+
+
+def _named(volume, rows: list[dict]) -> list[dict]:
+    """Rows that name a slice by index, with its DICOM instance number and z (mm) added."""
+    return [{**r, "instance_number": instance_number(volume, r["slice"]),
+             "z_mm": round(slice_z_mm(volume, r["slice"]), 2)} for r in rows]
+
+
+def _named_manifestations(volume, summary: dict) -> dict:
+    out = {**summary, "per_slice_pct": _named(volume, summary["per_slice_pct"])}
+    streaks = summary.get("possible_fibrotic_streaks")
+    if streaks and "slices" in streaks:
+        out["possible_fibrotic_streaks"] = {**streaks, "slices": _named(volume, streaks["slices"])}
+    return out
 
 
 def _write_csv(result, path: Path) -> None:

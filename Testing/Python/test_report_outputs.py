@@ -133,6 +133,8 @@ class TestDicomStudy:
         assert [int(r["instance_number"]) for r in rows] == [s["instance_number"] for s in rep["slices"]]
         for k in rep["key_slices"]:
             assert k["name"] == f"instance {k['instance_number']} (z {k['z_mm']:.1f} mm)"
+        named = rep["verdict"]["top_slices"] + rep["manifestations"]["per_slice_pct"]
+        assert all(r["instance_number"] == by_z[round(r["z_mm"], 2)] for r in named)
 
     def test_key_slices_spread_by_evidence(self, run):
         out, rep = run
@@ -165,7 +167,7 @@ class TestDicomStudy:
         lesion_png = Image.open(out / rep["files"]["lesions_plot"])
         assert lesion_png.size[0] >= 3 * width  # CT, HU bands, UNet (+ streaks when that slice has any)
 
-    def test_html_rendered_in_chromium(self, run, tmp_path):
+    def test_html_rendered_in_chromium(self, run, tmp_path, record_property):
         from PIL import Image
 
         out, rep = run
@@ -177,6 +179,7 @@ class TestDicomStudy:
             assert k["name"] in dom
         pixels = np.asarray(Image.open(shot).convert("L"), float)
         assert pixels.std() > 20 and (pixels < 100).mean() > 0.05  # text and CT images drawn, not a blank page
+        record_property("report_html_screenshot", str(shot))  # in the junit XML; the file stays in tmp_path
         print(f"report.html screenshot: {shot}")
 
     def test_html_renders_optional_keys(self, run, tmp_path):
