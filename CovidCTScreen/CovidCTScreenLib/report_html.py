@@ -11,7 +11,7 @@ STYLE = """
 body{font-family:system-ui,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:26px}
 .notice{background:#fdecea;color:#8b1a1a;padding:8px 12px;border-radius:4px;font-weight:bold}
-.verdict{font-size:24px;font-weight:bold;margin:10px 0 4px} .pos{color:#b22222} .neg{color:#2e7d32}
+.verdict{font-size:24px;font-weight:bold;margin:10px 0 4px} .pos{color:#b22222} .neg{color:#2e7d32} .other{color:#b8860b}
 .caution{color:#8a6d00} table{border-collapse:collapse;margin:6px 0} td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right;font-size:14px} th{background:#f2f2f2} td.l,th.l{text-align:left}
 figure{margin:12px 0} figcaption{font-size:14px;color:#444} img{max-width:100%;border:1px solid #ddd}
@@ -45,7 +45,7 @@ def _fmt(value) -> str:
 def _verdict(rep: dict) -> str:
     v = rep.get("verdict", {})
     label = v.get("category") or v.get("label", "no verdict")
-    css = "pos" if v.get("positive") or label == "COVID-19" else "neg"
+    css = {"COVID-19": "pos", "other pneumonia": "other"}.get(label, "pos" if v.get("positive") else "neg")
     out = [f'<div class="verdict {css}">{escape(label)}</div>']
     for key in ("reason", "summary"):
         if v.get(key):
