@@ -309,3 +309,19 @@ def test_series_rule_order():
     assert choose_series([thinner_soft, ge_lung]).uid == "ge lung"
     assert choose_series([thinner_soft, thin_soft]).uid == "thinner soft"
     assert choose_series([scout, coronal, thick_lung]).uid == "thick lung"
+
+
+def test_dicom_export_failure_leaves_no_report(tmp_path, dicom_ct, dicom_mask):
+    """All or nothing: when the DICOM outputs cannot be written, no report folder (and no partial one) stays."""
+    import dataclasses
+
+    from test_mrml import _fake_result
+
+    from CovidCTScreenLib.report import write_report
+
+    broken = tmp_path / "not_dicom.dcm"
+    broken.write_bytes(b"not a DICOM file")
+    ct = dataclasses.replace(dicom_ct, dicom_files=[str(broken)] * 3)
+    with pytest.raises(Exception):
+        write_report(_fake_result(ct, dicom_mask), tmp_path / "r")
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.partial-*"))
