@@ -1,8 +1,8 @@
 """The report pictures of the README, from a real screening of the chest-ct DICOM series (TCIA, CC BY 4.0).
 
 Screens ../shared/data/chest-ct/Lung_Dx-A0002_B40f into runs/report_pictures/ and copies into docs/:
-sample_key_slice.png (the key slice with the most evidence), sample_lesions.png (the lesion picture) and
-sample_report_html.png (report.html rendered by headless Chromium). Rerun after any change to the pictures,
+report_key_slice.png (the key slice with the most evidence, named by DICOM instance number), report_lesions.png
+(the lesion picture) and report_html.png (report.html rendered by headless Chromium). Rerun after any change to the pictures,
 the heatmap or the models. Run:
 python scripts/report_pictures.py [--data ../shared/data] [--device cpu]
 """
@@ -42,9 +42,9 @@ def main() -> None:
     out = REPO / "runs" / "report_pictures"
     screen_to_folder(args.data / "chest-ct" / "Lung_Dx-A0002_B40f", out, overwrite=True, device=args.device)
     report = json.loads((out / "report.json").read_text())
-    shutil.copy(out / report["key_slices"][0]["png"], DOCS / "sample_key_slice.png")
-    shutil.copy(out / report["files"]["lesions_plot"], DOCS / "sample_lesions.png")
-    screenshot(out / "report.html", DOCS / "sample_report_html.png")
+    shutil.copy(out / report["key_slices"][0]["png"], DOCS / "report_key_slice.png")
+    shutil.copy(out / report["files"]["lesions_plot"], DOCS / "report_lesions.png")
+    screenshot(out / "report.html", DOCS / "report_html.png")
     print(f"{report['verdict']['label']}; key slices {[k['name'] for k in report['key_slices']]}; "
           f"pictures in {DOCS}")
 
