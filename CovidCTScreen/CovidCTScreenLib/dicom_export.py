@@ -38,6 +38,8 @@ def _segments(result) -> list[tuple[str, str, np.ndarray, str]]:
     found = result.manifestations
     if found is not None:
         for name, labels in (("HU bands", found.hu_bands), ("lesion UNet", found.learned)):
+            if labels is None:  # the lesion UNet was not run
+                continue
             out += [(f"GGO ({name})", "ggo", labels == 1, name),
                     (f"consolidation ({name})", "consolidation", labels == 2, name)]
     return out

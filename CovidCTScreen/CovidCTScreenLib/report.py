@@ -287,7 +287,9 @@ def lesions_png(result, k: int, path: Path) -> None:
     plt = _plt()
     found = result.manifestations
     colours = np.array([[0, 0, 0, 0], [0.1, 0.9, 0.1, 0.5], [0.95, 0.1, 0.1, 0.5]])
-    panels = [("CT", None), ("HU bands", found.hu_bands[k]), ("lesion UNet", found.learned[k])]
+    panels = [("CT", None), ("HU bands", found.hu_bands[k])]
+    if found.learned is not None:  # None when the lesion UNet was not run
+        panels.append(("lesion UNet", found.learned[k]))
     if found.streaks[k].any():
         panels.append(("possible fibrotic streaks", found.streaks[k].astype(np.uint8) * 3))
     colours = np.vstack([colours, [1.0, 0.85, 0.0, 0.8]])
