@@ -18,7 +18,7 @@ from .verdict import Verdict, study_verdict
 from .volume_io import CTVolume, load_ct, validate_ct
 
 # Progress stages and the share of the run each one ends at.
-STAGES = {"load": 0.05, "lung mask": 0.2, "inference": 0.35, "grad-cam": 0.7, "lesions": 0.95, "report": 1.0}
+STAGES = {"load": 0.05, "lung mask": 0.2, "inference": 0.6, "grad-cam": 0.65, "lesions": 0.95, "report": 1.0}
 Progress = Callable[[str, float], None]
 
 
@@ -62,9 +62,8 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``;
     ``series`` picks a series UID of a DICOM folder holding several (default: ``volume_io.choose_series``).
     ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``)."""
-    from .explain import gradcam_maps, to_volume
-    from .inference import calibrated_probabilities, lung_slices, select_device
-    from .networks import gradcam_layer
+    from .explain import to_volume
+    from .inference import lung_slices, probabilities_and_gradcam, select_device
 
     def check_cancel() -> None:
         if cancel and cancel():
@@ -93,8 +92,9 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
 
     t = time.perf_counter()
     net = package.build(dev)
-    probabilities = calibrated_probabilities(package, net, slices.images, dev, batch_size,
-                                             _stage_reporter(progress, "inference"), cancel)
+    # one classifier pass per slice (and its mirror) gives the probabilities and the Grad-CAM
+    probabilities, cams = probabilities_and_gradcam(package, net, slices.images, dev, batch_size,
+                                                    _stage_reporter(progress, "inference"), cancel, heatmap)
     timings["inference_s"] = time.perf_counter() - t
 
     pos = probabilities[:, package.positive_index]
@@ -102,11 +102,9 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
                             package.card["study_rule"]["min_fraction"])
     heat = None
     if heatmap:
+        check_cancel()
         t = time.perf_counter()
-        maps = gradcam_maps(net, gradcam_layer(package.card["architecture"]), slices.images,
-                            package.positive_index, dev, batch_size or 16, _stage_reporter(progress, "grad-cam"),
-                            cancel)
-        heat = to_volume(maps, pos, slices.indices, slices.box, volume.shape, mask.lungs)
+        heat = to_volume(cams, pos, slices.indices, slices.box, volume.shape, mask.lungs)
         timings["gradcam_s"] = time.perf_counter() - t
     _stage_reporter(progress, "grad-cam")(1.0)
     check_cancel()

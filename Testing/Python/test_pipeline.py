@@ -78,6 +78,30 @@ def test_outputs_align_with_input(report_dir):
     assert set(np.unique(labels)) == {0, 1, 2}
 
 
+def test_heatmap_file_points_where_the_raw_cam_is_high(report_dir):
+    """heatmap.nrrd (what Slicer, the key slices and the HTML show) follows an independent raw Grad-CAM
+    (MONAI, no post-processing) on the top slice; the former inverted map correlated at -1."""
+    import torch
+    from monai.visualize import GradCAM
+
+    from CovidCTScreenLib.inference import lung_slices
+    from CovidCTScreenLib.networks import gradcam_layer
+    from CovidCTScreenLib.explain import resize_map
+
+    out, result = report_dir
+    heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd")))
+    package, lungs = result.model, result.mask.lungs
+    slices = lung_slices(result.volume.hu, lungs, result.volume.spacing)
+    k = result.verdict.top_slices[0]["slice"]
+    x = torch.from_numpy(slices.images[list(slices.indices).index(k)])[None, None]
+    raw = GradCAM(package.build("cpu"), gradcam_layer(package.card["architecture"]), upsampler=lambda s: lambda m: m,
+                  postprocessing=lambda m: m)(x, class_idx=package.positive_index)[0, 0].detach().numpy()
+    box = slices.box
+    raw = resize_map(raw, (box[0].stop - box[0].start, box[1].stop - box[1].start))
+    inside = lungs[k, box[0], box[1]]
+    assert np.corrcoef(heat[k, box[0], box[1]][inside], raw[inside])[0, 1] > 0.95
+
+
 def test_cli_ok_and_refusals(tmp_path):
     exe = [sys.executable, "-m", "CovidCTScreenLib.cli"]
     ok = subprocess.run(exe + [str(SAMPLE_CT), "--out", str(tmp_path / "r"), "--device", "cpu", "--quiet",
