@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__, model_package, worker
+from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__, model_package, options, process_runner, worker
 
 # Source tree and installed extension have the same layout: <root>/CovidCTScreen.py beside
 # <root>/CovidCTScreenLib/, and the shared resources in <root>/../Resources (see CMakeLists.txt).
@@ -31,7 +31,8 @@ SAMPLE_NAME = "Lung_Dx-A0002_chestCT.nrrd"
 SAMPLE_SHA256 = "a6a1238b45936e0cbd1092844019cd98043c2de411467093aac04bb8bccecf03"
 USER_MODELS_KEY = "CovidCTScreen/UserModels"  # QSettings: model package folders added by the user or trained
 TORCH_REQUIREMENT = ">=2.2"
-DEVICES = ["auto", "cuda", "cpu"]
+DEVICES = list(options.DEVICES)
+SCREEN_OPTION_DEFAULTS = options.SCREEN_OPTION_DEFAULTS
 ATTR_DICOM_FOLDER = "CovidCTScreen.DicomFolder"  # a node loaded from a DICOM folder is screened from its files
 ATTR_SERIES_UID = "CovidCTScreen.SeriesInstanceUID"
 
@@ -63,30 +64,7 @@ def modelCardSummary(name: str = model_package.DEFAULT_MODEL) -> str:
         card = json.loads(card_path.read_text())
     except (OSError, ValueError):
         return f"<p><b>Model {name}:</b> model card not found at {card_path}.</p>"
-    training, validation = card.get("training", {}), card.get("validation", {})
-    lines = [f"<p><b>Model {card.get('name', name)}</b> ({card.get('architecture', '?')}): "
-             f"{card.get('task', '')}.</p>",
-             "<ul>",
-             f"<li>Method: {training.get('method', 'not recorded')}</li>",
-             f"<li>Training data: {training.get('dataset', '')} {training.get('train', 'not recorded')}</li>",
-             f"<li>Validation data: {validation.get('split', 'not recorded')}</li>"]
-    for key, title in (("at_0.5", "at threshold 0.5"), ("at_operating_point", "at the operating point")):
-        m = validation.get(key)
-        if isinstance(m, dict):
-            metrics = ", ".join(f"{k} {m[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "f1", "accuracy")
-                                if isinstance(m.get(k), (int, float)))
-            lines.append(f"<li>Validation {title}: {metrics}</li>")
-    op, rule = card.get("operating_point", {}), card.get("study_rule", {})
-    if "slice_threshold" in op:
-        lines.append(f"<li>Slice threshold {op['slice_threshold']:.3f} ({op.get('chosen_by', '')}); "
-                     f"study positive when more than {rule.get('min_fraction', 0):.0%} of lung slices reach it</li>")
-    if training.get("command"):
-        lines.append(f"<li>Reproduce: <code>{training['command']}</code></li>")
-    lines.append("</ul>")
-    unsupported = card.get("unsupported_classes") or {}
-    if unsupported:
-        lines.append("<p>Not assessed: " + "; ".join(f"{k} ({v})" for k, v in unsupported.items()) + "</p>")
-    return "\n".join(lines)
+    return model_package.card_html(card)
 
 
 #
@@ -150,22 +128,27 @@ def registerSampleData():
 class CovidCTScreenParameterNode:
     """
     inputVolume - the chest CT to screen (never modified).
+    lungMask - optional lung segmentation the user has, used instead of the computed lung mask.
     model - shipped model name or model package folder.
     device - auto (CUDA when available), cuda or cpu.
     overrideThreshold / sliceThreshold - recompute the verdict with another slice threshold than the model's.
     heatmapOpacity - foreground opacity of the heatmap over the CT.
     computeHeatmap - run Grad-CAM (slower; off gives scores only).
+    computeLesions - measure GGO / consolidation extent and fibrotic streak candidates.
+    model, device, computeHeatmap and computeLesions default to CovidCTScreenLib.options (the CLI's options).
     output* - nodes to fill (created on Apply when empty).
     reportFolder - the report folder of the last run.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    lungMask: vtkMRMLSegmentationNode
     model: str = model_package.DEFAULT_MODEL
-    device: Annotated[str, Choice(DEVICES)] = "auto"
+    device: Annotated[str, Choice(DEVICES)] = SCREEN_OPTION_DEFAULTS["device"]
     overrideThreshold: bool = False
     sliceThreshold: Annotated[float, WithinRange(0.01, 0.99)] = 0.5
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
-    computeHeatmap: bool = True
+    computeHeatmap: bool = SCREEN_OPTION_DEFAULTS["heatmap"]
+    computeLesions: bool = SCREEN_OPTION_DEFAULTS["lesions"]
     outputSegmentation: vtkMRMLSegmentationNode
     outputHeatmap: vtkMRMLScalarVolumeNode
     outputTable: vtkMRMLTableNode
@@ -215,6 +198,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cleanup(self) -> None:
         if self.logic is not None and self.logic.isRunning:
             self.logic.cancel()
+        if self.logic is not None:
+            self.logic.removeWorkFolder()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -332,7 +317,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.progressBar.show()
             self.ui.statusLabel.text = "Starting..."
             self.logic.process(p.inputVolume, model=p.model, device=p.device, waitForCompletion=False,
-                               heatmap=p.computeHeatmap, heatmapOpacity=p.heatmapOpacity,
+                               heatmap=p.computeHeatmap, lesions=p.computeLesions, heatmapOpacity=p.heatmapOpacity,
+                               lungSegmentation=p.lungMask,
                                outputNodes={"segmentation": p.outputSegmentation, "heatmap": p.outputHeatmap,
                                             "table": p.outputTable, "chart": p.outputChart},
                                progressCallback=self.onProgress, completedCallback=self.onCompleted)
@@ -492,59 +478,19 @@ def mrmlGlue():
 #
 
 
-class _QtWorkerRun:
-    """The worker as a qt.QProcess, polled by a qt.QTimer so the GUI stays responsive."""
+def pollWithTimer(job, onFinished, intervalMs: int = 200):
+    """Drive a ``process_runner`` job from a qt.QTimer (the GUI stays responsive); ``onFinished()`` at the end."""
+    timer = qt.QTimer()
+    timer.setInterval(intervalMs)
 
-    POLL_MS = 200
-    KILL_AFTER_MS = 10000
+    def poll():
+        if job.poll():
+            timer.stop()
+            onFinished()
 
-    def __init__(self, cmd, env, cancelFile, onProgress, onFinished):
-        self.cancelFile = Path(cancelFile)
-        self.onProgress, self.onFinished = onProgress, onFinished
-        self.message, self.buffer, self.stderrTail, self.cancelled = "", "", "", False
-        self.process = qt.QProcess()
-        processEnv = qt.QProcessEnvironment()
-        for key, value in env.items():
-            processEnv.insert(key, value)
-        self.process.setProcessEnvironment(processEnv)
-        self.process.setProgram(cmd[0])
-        self.process.setArguments(cmd[1:])
-        self.timer = qt.QTimer()
-        self.timer.setInterval(self.POLL_MS)
-        self.timer.connect("timeout()", self.poll)
-        self.process.start()
-        self.timer.start()
-
-    def poll(self) -> None:
-        self.buffer += bytes(self.process.readAllStandardOutput().data()).decode(errors="replace")
-        self.stderrTail = (self.stderrTail
-                           + bytes(self.process.readAllStandardError().data()).decode(errors="replace"))[-4000:]
-        *lines, self.buffer = self.buffer.split("\n")
-        for line in lines:
-            event = worker.parse_line(line)
-            if event and event[0] == "progress" and self.onProgress:
-                self.onProgress(*event[1])
-            elif event and event[0] in ("error", "done"):
-                self.message = event[1]
-        if self.process.state() == qt.QProcess.NotRunning:
-            self.timer.stop()
-            if self.process.exitStatus() == qt.QProcess.CrashExit:
-                code = worker.EXIT_CANCELLED if self.cancelled else worker.EXIT_FAILED
-            else:
-                code = self.process.exitCode()
-            if code != worker.EXIT_OK and not self.message:
-                tail = self.stderrTail.strip().splitlines()
-                self.message = tail[-1] if tail else worker.EXIT_MESSAGES.get(code, f"exit code {code}")
-            self.onFinished(code, self.message)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-        self.cancelFile.touch()
-        qt.QTimer.singleShot(self.KILL_AFTER_MS, self._kill)
-
-    def _kill(self) -> None:
-        if self.process.state() != qt.QProcess.NotRunning:
-            self.process.kill()
+    timer.connect("timeout()", poll)
+    timer.start()
+    return timer
 
 
 class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
@@ -555,9 +501,11 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         result["report"]["verdict"]["label"], result["segmentation"], result["heatmap"], result["table"]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, runner=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.runner = runner or process_runner.start  # tests pass a fake with the same signature
         self.lastResult = None
+        self._workDir = None
         self._run = None
         self._dependenciesChecked = False
 
@@ -607,7 +555,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     def availableModels(self) -> list:
         """[(label, reference)]: shipped models (by name) then the user's model folders (by path)."""
         models = [(f"{name} (shipped)" if name == model_package.DEFAULT_MODEL else name, name)
-                  for name in model_package.available_models()]
+                  for name in model_package.available_models(task=model_package.SLICE_CLASSIFICATION)]
         models += [(f"{Path(p).name} ({p})", p) for p in self.userModels()]
         return models or [(f"{model_package.DEFAULT_MODEL} (missing)", model_package.DEFAULT_MODEL)]
 
@@ -654,8 +602,10 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     # -- processing
 
     def process(self, inputVolumeNode, model=None, device="auto", waitForCompletion=True, heatmap=True,
-                heatmapOpacity=0.4, outputNodes=None, progressCallback=None, completedCallback=None):
-        """Screen ``inputVolumeNode`` (never modified). With ``waitForCompletion`` (console, batch, tests) it
+                heatmapOpacity=0.4, outputNodes=None, progressCallback=None, completedCallback=None, lesions=True,
+                batchSize=None, lungSegmentation=None):
+        """Screen ``inputVolumeNode`` (never modified); ``lungSegmentation``: an optional segmentation node with
+        lung segments used as the lung mask. With ``waitForCompletion`` (console, batch, tests) it
         blocks and returns {"report", "segmentation", "heatmap", "table", "chart", "reportFolder", ...} or
         raises; otherwise it returns None at once and calls ``completedCallback(result, error)`` later."""
         import tempfile
@@ -668,6 +618,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         volume = glue.ct_volume_from_node(inputVolumeNode)  # refuses label maps, vector and empty volumes
         validate_ct(volume)  # the same refusals as files: no HU, not a chest CT, too few slices
         del volume
+        self.removeWorkFolder()  # the previous run's report folder: its nodes are loaded, a new run replaces it
         workDir = Path(tempfile.mkdtemp(prefix="CovidCTScreen-", dir=slicer.app.temporaryPath
                                         if hasattr(slicer, "app") else None))
         dicomFolder, series = inputVolumeNode.GetAttribute(ATTR_DICOM_FOLDER), inputVolumeNode.GetAttribute(
@@ -676,10 +627,14 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
             inputFile = Path(dicomFolder)
         else:
             inputFile, series = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd"), None
+        maskFile = (glue.write_lung_mask_file(lungSegmentation, inputVolumeNode, workDir / "lung_mask.nrrd")
+                    if lungSegmentation is not None else None)
         outDir = workDir / "report"
         cancelFile = workDir / "cancel"
-        cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap,
-                             cancel_file=cancelFile, python=pythonExecutable(), series=series)
+        maskName = lungSegmentation.GetName() if lungSegmentation is not None else None
+        cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap, lesions=lesions,
+                             batch_size=batchSize, cancel_file=cancelFile, python=pythonExecutable(),
+                             lung_mask=maskFile, lung_mask_name=maskName, series=series)
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()
@@ -688,6 +643,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
             self._run = None
             if inputFile.parent == workDir:  # the temporary NRRD, never the user's DICOM folder
                 inputFile.unlink(missing_ok=True)
+            if maskFile is not None:
+                maskFile.unlink(missing_ok=True)
             if code != worker.EXIT_OK:
                 shutil.rmtree(workDir, ignore_errors=True)
                 kind = {worker.EXIT_CANCELLED: "Cancelled", worker.EXIT_INPUT: "Input refused"}.get(code, "Failed")
@@ -698,21 +655,22 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
                                              heatmap_volume_node=nodes.get("heatmap"),
                                              table_node=nodes.get("table"), chart_node=nodes.get("chart"))
             loaded["reportFolder"] = str(outDir)
+            self._workDir = workDir  # kept for Export report until the next run or removeWorkFolder()
             loaded["seconds"] = _now() - started
             self.lastResult = loaded
             return loaded, None
 
-        if waitForCompletion:
-            def progress(stage, fraction):
-                if progressCallback:
-                    progressCallback(stage, fraction)
-                if hasattr(slicer, "app"):
-                    slicer.app.processEvents()
+        def progress(stage, fraction):
+            if progressCallback:
+                progressCallback(stage, fraction)
+            if waitForCompletion and hasattr(slicer, "app"):  # a blocking run keeps the GUI painted
+                slicer.app.processEvents()
 
-            self._run = "blocking"
+        job = self.runner(cmd, env, cancelFile, process_runner.Callbacks(progress=progress))
+        if waitForCompletion:
+            self._run = job
             try:
-                code, message = worker.run(inputFile, outDir, progress=progress, python=pythonExecutable(),
-                                           model=model, device=device, heatmap=heatmap, series=series)
+                code, message = job.wait()
             finally:
                 self._run = None
             result, error = finish(code, message)
@@ -720,21 +678,28 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError(error)
             return result
 
-        def onFinished(code, message):
+        def onFinished():
             try:
-                result, error = finish(code, message)
+                result, error = finish(job.result, job.message)
             except Exception as e:  # loading the nodes failed: nothing was added (mrml is all-or-nothing)
                 logging.exception("loading CovidCTScreen results failed")
                 result, error = None, f"Failed: {e}"
             if completedCallback:
                 completedCallback(result, error)
 
-        self._run = _QtWorkerRun(cmd, env, cancelFile, progressCallback, onFinished)
+        self._run = job
+        self._timer = pollWithTimer(job, onFinished)
         return None
 
     def cancel(self) -> None:
-        if isinstance(self._run, _QtWorkerRun):
+        if self._run is not None:
             self._run.cancel()
+
+    def removeWorkFolder(self) -> None:
+        """Delete the temporary folder of the last successful run (the widget calls it on cleanup)."""
+        if self._workDir is not None:
+            shutil.rmtree(self._workDir, ignore_errors=True)
+            self._workDir = None
 
     def verdict(self, result, sliceThreshold=None) -> dict:
         """The report's verdict, or the verdict recomputed with another slice threshold (display only)."""

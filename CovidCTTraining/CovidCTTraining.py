@@ -8,11 +8,7 @@ Research use only.
 import json
 import logging
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +20,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CovidCTScreenLib import RESEARCH_USE_NOTICE, model_package, worker
+from CovidCTScreenLib import RESEARCH_USE_NOTICE, model_package, process_runner, worker
 
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
 LIB_DIR = Path(__file__).resolve().parent  # holds CovidCTTrainingLib
@@ -42,35 +38,6 @@ EXIT_STOPPED = 130  # covidct-train after Ctrl-C / Stop: the last finished epoch
 
 def resourcePath(relative: str) -> str:
     return str(RESOURCES / relative)
-
-
-def parseTrainingOutput(text: str) -> dict:
-    """Latest state from covidct-train's output (tqdm bar on stderr, summary on stdout).
-
-    Returns any of: epoch, epochs, loss, val_auc, best_auc, best_epoch, seconds, package, final (dict).
-    """
-    state = {}
-    for line in re.split(r"[\r\n]+", text):
-        bar = re.search(r"\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]", line)
-        if bar:
-            state["epoch"], state["epochs"] = int(bar.group(1)), int(bar.group(2))
-            for key, value in re.findall(r"(\w+)=([0-9.@]+)", bar.group(3)):
-                if key == "loss":
-                    state["loss"] = float(value)
-                elif key == "val_auc":
-                    state["val_auc"] = float(value)
-                elif key == "best" and "@" in value:
-                    best_auc, best_epoch = value.split("@", 1)
-                    state["best_auc"], state["best_epoch"] = float(best_auc), int(best_epoch)
-                elif key == "s":
-                    state["seconds"] = float(value)
-        done = re.match(r"exported (.+?): val AUC ([0-9.]+), F1 ([0-9.]+), accuracy ([0-9.]+) \(best epoch (\d+)\)",
-                        line.strip())
-        if done:
-            state["package"] = done.group(1)
-            state["final"] = {"auc": float(done.group(2)), "f1": float(done.group(3)),
-                              "accuracy": float(done.group(4)), "best_epoch": int(done.group(5))}
-    return state
 
 
 #
@@ -345,19 +312,8 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 def formatMetrics(card: dict) -> str:
-    """HTML summary of the validation metrics in a model card."""
-    val = card.get("validation", {})
-    rows = []
-    for key, title in (("at_0.5", "threshold 0.5"), ("at_operating_point", "operating point")):
-        m = val.get(key) or {}
-        cells = ", ".join(f"{k} {m[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "f1", "accuracy")
-                          if isinstance(m.get(k), (int, float)))
-        if cells:
-            rows.append(f"<li>{title}: {cells}</li>")
-    threshold = card.get("operating_point", {}).get("slice_threshold")
-    return (f"<b>{card.get('name', '')}</b> validated on {val.get('split', '?')}<ul>{''.join(rows)}</ul>"
-            + (f"Slice threshold {threshold:.3f}; temperature {card.get('calibration', {}).get('temperature', 1):.3f}"
-               if isinstance(threshold, (int, float)) else ""))
+    """HTML summary of a model card (``model_package.card_html``, the one renderer)."""
+    return model_package.card_html(card)
 
 
 #
@@ -376,8 +332,9 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
     POLL_MS = 500
     KILL_AFTER_MS = 30000
 
-    def __init__(self) -> None:
+    def __init__(self, runner=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.runner = runner or process_runner.start  # tests pass a fake with the same signature
         self._process = None
         self._evaluation = None
         self._stopRequested = False
@@ -437,103 +394,56 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
         if logCallback:
             logCallback("$ " + " ".join(cmd[1:]).replace("-m CovidCTTrainingLib.cli", "covidct-train", 1))
         self._stopRequested = False
-        state = {}
+        workFolder = Path(cmd[cmd.index("--work") + 1])
+        workFolder.mkdir(parents=True, exist_ok=True)
+        cancelFile = workFolder / "stop-requested"
+        cancelFile.unlink(missing_ok=True)
+        cmd += ["--progress-lines", "--cancel-file", str(cancelFile)]
 
-        def finish(code, text):
+        def progress(status):
+            if progressCallback:
+                progressCallback({k: v for k, v in status.items() if k != "final"})
+
+        def finish(job):
             self._process = None
-            if code == 0:
+            cancelFile.unlink(missing_ok=True)
+            if job.result == 0:
                 package = model_package.load_package(outputPackage)  # verifies card and weights
                 self.lastPackage = registerModel(package.path)
-                return {"package": str(package.path), "card": package.card,
-                        "final": parseTrainingOutput(text).get("final")}, None
-            if self._stopRequested or code == EXIT_STOPPED:
+                return {"package": str(package.path), "card": package.card, "final": job.status.get("final")}, None
+            if self._stopRequested or job.result in (EXIT_STOPPED, process_runner.EXIT_CANCELLED):
                 return None, "Stopped: train again with the same work folder to resume from the last epoch"
-            lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
-            errors = [ln for ln in lines if "error" in ln.lower()]
-            return None, f"Training failed (exit code {code}): {(errors or lines or ['no output'])[-1].strip()}"
+            return None, f"Training failed (exit code {job.result}): {job.message or 'no output'}"
 
+        job = self.runner(cmd, env, cancelFile, process_runner.Callbacks(progress=None, status=progress,
+                                                                         log=logCallback),
+                          kill_after_s=self.KILL_AFTER_MS / 1000)
+        self._process = job
         if waitForCompletion:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-            self._process = proc
-            chunks = []
-            try:
-                while True:
-                    data = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(4096)
-                    if not data:
-                        break
-                    chunks.append(data.decode(errors="replace"))
-                    state.update(parseTrainingOutput(chunks[-1]))
-                    if progressCallback and state:
-                        progressCallback(dict(state))
-                proc.wait()
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                self._process = None
-            result, error = finish(proc.returncode, "".join(chunks))
+            job.wait()
+            result, error = finish(job)
             if error:
                 raise RuntimeError(error)
             return result
 
-        process = qt.QProcess()
-        processEnv = qt.QProcessEnvironment()
-        for key, value in env.items():
-            processEnv.insert(key, value)
-        process.setProcessEnvironment(processEnv)
-        process.setProcessChannelMode(qt.QProcess.MergedChannels)
-        process.setProgram(cmd[0])
-        process.setArguments(cmd[1:])
-        output = []
-        timer = qt.QTimer()
-        timer.setInterval(self.POLL_MS)
+        def onFinished():
+            try:
+                result, error = finish(job)
+            except Exception as e:  # the package failed its checks
+                logging.exception("loading the trained package failed")
+                result, error = None, f"Training finished but the package is not usable: {e}"
+            if completedCallback:
+                completedCallback(result, error)
 
-        def poll():
-            text = bytes(process.readAll().data()).decode(errors="replace")
-            if text:
-                output.append(text)
-                state.update(parseTrainingOutput(text))
-                if progressCallback and state:
-                    progressCallback(dict(state))
-                if logCallback:
-                    for line in re.split(r"[\r\n]+", text):
-                        if line.strip() and "|" not in line:  # keep the log readable: no bar redraws
-                            logCallback(line.rstrip())
-            if process.state() == qt.QProcess.NotRunning:
-                timer.stop()
-                code = process.exitCode() if process.exitStatus() == qt.QProcess.NormalExit else EXIT_STOPPED
-                try:
-                    result, error = finish(code, "".join(output))
-                except Exception as e:  # the package failed its checks
-                    logging.exception("loading the trained package failed")
-                    result, error = None, f"Training finished but the package is not usable: {e}"
-                if completedCallback:
-                    completedCallback(result, error)
-
-        timer.connect("timeout()", poll)
-        self._process = process
-        self._timer = timer
-        process.start()
-        timer.start()
+        self._timer = pollWithTimer(job, onFinished, self.POLL_MS)
         return None
 
     def stop(self) -> None:
-        """Ask the trainer to stop (SIGINT: it keeps the last finished epoch); kill it if it does not stop."""
-        process = self._process
-        if process is None:
-            return
-        self._stopRequested = True
-        pid = process.processId() if hasattr(process, "processId") else process.pid
-        try:
-            if os.name == "posix" and pid:
-                os.kill(int(pid), signal.SIGINT)
-            else:
-                process.kill()
-        except OSError:
-            pass
-        if hasattr(process, "processId"):
-            qt.QTimer.singleShot(self.KILL_AFTER_MS,
-                                 lambda: process.kill() if process.state() != qt.QProcess.NotRunning else None)
-
+        """Ask the trainer to stop (its cancel file: it keeps the last finished epoch); its process tree is
+        killed if it has not stopped ``KILL_AFTER_MS`` later."""
+        if self._process is not None:
+            self._stopRequested = True
+            self._process.cancel()
 
     # -- evaluation (covidct-evaluate through the screening worker)
 
@@ -557,38 +467,39 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
         def finish(code, message):
             self._evaluation = None
             if code != worker.EXIT_OK:
+                worker.remove_partial(outDir)
                 kind = {worker.EXIT_CANCELLED: "Cancelled", worker.EXIT_INPUT: "Input refused"}.get(code, "Failed")
                 return None, f"{kind}: {message}"
             document = json.loads((outDir / "metrics.json").read_text())
             plots = {k: str(outDir / v) for k, v in document["files"].items() if v.endswith(".png")}
             return {"folder": str(outDir), "metrics": document, "plots": plots}, None
 
+        cancelFile = Path(tempfile.mkdtemp(prefix="CovidCTEvaluate-")) / "cancel"
+        cmd = worker.command(data, outDir, model=model, device=device, cancel_file=cancelFile,
+                             python=pythonExecutable(), evaluate=True, thresholds=thresholds)
+        job = self.runner(cmd, worker.environment(), cancelFile, process_runner.Callbacks(progress=progressCallback))
+        self._evaluation = job
+
+        def done():
+            shutil.rmtree(cancelFile.parent, ignore_errors=True)
+            return finish(job.result, job.message)
+
         if waitForCompletion:
-            self._evaluation = "blocking"
             try:
-                code, message = worker.run(data, outDir, progress=progressCallback, python=pythonExecutable(),
-                                           model=model, device=device, evaluate=True, thresholds=thresholds)
+                job.wait()
             finally:
                 self._evaluation = None
-            result, error = finish(code, message)
+            result, error = done()
             if error:
                 raise RuntimeError(error)
             return result
 
-        import CovidCTScreen
-
-        cancelFile = Path(tempfile.mkdtemp(prefix="CovidCTEvaluate-")) / "cancel"
-        cmd = worker.command(data, outDir, model=model, device=device, cancel_file=cancelFile,
-                             python=pythonExecutable(), evaluate=True, thresholds=thresholds)
-
-        def onFinished(code, message):
-            shutil.rmtree(cancelFile.parent, ignore_errors=True)
-            result, error = finish(code, message)
+        def onFinished():
+            result, error = done()
             if completedCallback:
                 completedCallback(result, error)
 
-        self._evaluation = CovidCTScreen._QtWorkerRun(cmd, worker.environment(), cancelFile, progressCallback,
-                                                      onFinished)
+        self._evalTimer = pollWithTimer(job, onFinished, self.POLL_MS)
         return None
 
     @property
@@ -596,14 +507,27 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
         return self._evaluation is not None
 
     def cancelEvaluation(self) -> None:
-        if self._evaluation is not None and self._evaluation != "blocking":
+        if self._evaluation is not None:
             self._evaluation.cancel()
 
 
 def pythonExecutable() -> str:
-    import shutil
+    return process_runner.python_executable()
 
-    return shutil.which("PythonSlicer") or sys.executable
+
+def pollWithTimer(job, onFinished, intervalMs: int):
+    """Drive a ``process_runner`` job from a qt.QTimer (the GUI stays responsive); ``onFinished()`` at the end."""
+    timer = qt.QTimer()
+    timer.setInterval(intervalMs)
+
+    def poll():
+        if job.poll():
+            timer.stop()
+            onFinished()
+
+    timer.connect("timeout()", poll)
+    timer.start()
+    return timer
 
 
 def registerModel(packagePath) -> str:
@@ -643,11 +567,9 @@ class CovidCTTrainingTest(ScriptedLoadableModuleTest):
         self.assertEqual(sorted(METHODS.values()), ["consistency", "crnet", "selftrans", "ssresnet", "supervised"])
 
     def test_parse_progress(self):
-        state = parseTrainingOutput("training:  40%|####  | 2/5 [00:10<00:15, loss=0.512, val_auc=0.801, "
-                                    "best=0.810@1, s=5]\rexported /m/x: val AUC 0.850, F1 0.760, accuracy 0.770 "
-                                    "(best epoch 4)\n")
-        self.assertEqual((state["epoch"], state["epochs"], state["best_epoch"]), (2, 5, 1))
-        self.assertEqual(state["package"], "/m/x")
+        kind, state = process_runner.parse_line('STATUS {"epoch": 2, "epochs": 5, "best_epoch": 1}')
+        self.assertEqual((kind, state["epoch"], state["epochs"], state["best_epoch"]), ("status", 2, 5, 1))
+        self.assertEqual(process_runner.parse_line("DONE /m/x"), ("done", "/m/x"))
 
     def test_refuses_bad_inputs(self):
         logic = CovidCTTrainingLogic()

@@ -59,7 +59,7 @@ def deletion(package, net, images: np.ndarray, area: float = 0.10, n_random: int
 
     cpu, pos, rng = torch.device("cpu"), package.positive_index, np.random.default_rng(seed)
     p0, cams = probabilities_and_gradcam(package, net, images, cpu)
-    variants, kinds = [], []
+    variants = []
     for image, cam in zip(images, cams):
         heat = resize_map(cam, image.shape)
         filled = gaussian_filter(image, 8.0) if fill == "blur" else np.full_like(image, image.mean())

@@ -1,7 +1,9 @@
-"""Lung-mask overlays on the real data (right lung red, left lung green), for a person to look at.
+"""Lung-mask overlays on all real data (right lung red, left lung green), for a person to look at.
 
-Writes docs/lung_mask_volumes.png (both real chest CT volumes, several levels) and
-docs/lung_mask_covid_slices.png (the six real COVID-19 HU slices). Run:
+Writes docs/lung_mask_volumes.png: for every complete CT volume (chest-ct DICOM series and NIfTI,
+covid-ct-md P002 / cap002 / normal002) the lowest lung slice, a basal slice (where the liver dome and
+the heart rise into the lung), a middle slice and the highest lung slice; and
+docs/lung_mask_covid_slices.png: the six real COVID-19 HU slices. Run:
 python scripts/lung_mask_overlays.py [--data ../shared/data]
 """
 
@@ -21,13 +23,20 @@ from CovidCTScreenLib.preprocess import window_hu  # noqa: E402
 from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+VOLUMES = {"Lung_Dx-A0002 (DICOM, 8 mm)": "chest-ct/Lung_Dx-A0002_B40f",
+           "Lung_Dx-A0001 (NIfTI, 5 mm)": "chest-ct/Lung_Dx-A0001_5mm_B.nii.gz",
+           "P002 (COVID-19)": "covid-ct-md/COVID-19 subjects/P002",
+           "cap002 (CAP)": "covid-ct-md/Cap subjects/cap002",
+           "normal002 (normal)": "covid-ct-md/Normal subjects/normal002"}
+LEVELS = {"lowest": 0.0, "basal": 0.2, "middle": 0.5, "highest": 1.0}  # fraction of the lungs' z extent
 
 
 def _panel(ax, hu2d, labels2d, title):
     ax.imshow(window_hu(hu2d), cmap="gray")
-    ax.contour(labels2d == RIGHT, [0.5], colors="r", linewidths=0.8)
-    ax.contour(labels2d == LEFT, [0.5], colors="lime", linewidths=0.8)
-    ax.set_title(title, fontsize=8)
+    for side, colour in ((RIGHT, "r"), (LEFT, "lime")):
+        if (labels2d == side).any():
+            ax.contour(labels2d == side, [0.5], colors=colour, linewidths=0.8)
+    ax.set_title(title, fontsize=9)
     ax.set_axis_off()
 
 
@@ -35,26 +44,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = ap.parse_args()
-    fig, axes = plt.subplots(2, 5, figsize=(15, 6.4))
-    for row, path in zip(axes, [args.data / "chest-ct" / "Lung_Dx-A0002_B40f",
-                                args.data / "chest-ct" / "Lung_Dx-A0001_5mm_B.nii.gz"]):
-        ct = load_ct(path)
+    fig, axes = plt.subplots(len(VOLUMES), len(LEVELS), figsize=(4.2 * len(LEVELS), 4.4 * len(VOLUMES)))
+    for row, (name, rel) in zip(axes, VOLUMES.items()):
+        ct = load_ct(args.data / rel)
         m = lung_mask(ct.hu, ct.spacing)
         vol = m.volumes_ml(ct.spacing)
-        ks = np.flatnonzero(m.lungs.any(axis=(1, 2)))
-        for ax, k in zip(row, np.linspace(ks[0], ks[-1] + 1, 7).astype(int)[1:-1].tolist() + [ks[-1] + 1]):
-            k = min(k, ct.shape[0] - 1)
-            _panel(ax, ct.hu[k], m.labels[k], f"{path.name[:13]} k={k}  R {vol['right']:.0f} / L {vol['left']:.0f} mL")
+        ks = np.flatnonzero(m.lungs.any(axis=(1, 2)))  # z ascending: index 0 is the most inferior slice
+        for ax, (level, f) in zip(row, LEVELS.items()):
+            k = int(ks[0] + round(f * (ks[-1] - ks[0])))
+            _panel(ax, ct.hu[k], m.labels[k], f"{name}\n{level} k={k}  R {vol['right']:.0f} / L {vol['left']:.0f} mL")
+        del ct, m
     fig.tight_layout()
-    fig.savefig(DOCS / "lung_mask_volumes.png", dpi=60)
+    fig.savefig(DOCS / "lung_mask_volumes.png", dpi=55)
 
-    fig, axes = plt.subplots(1, 6, figsize=(18, 3.4))
-    for ax, f in zip(axes, sorted((args.data / "covid-hu-slices").glob("*.dcm"))):
+    fig, axes = plt.subplots(2, 3, figsize=(13, 9))
+    for ax, f in zip(axes.ravel(), sorted((args.data / "covid-hu-slices").glob("*.dcm"))):
         hu, spacing = read_dicom_slice(f)
         m = lung_mask(hu, spacing)
         _panel(ax, hu[0], m.labels[0], f.name[:7])
     fig.tight_layout()
-    fig.savefig(DOCS / "lung_mask_covid_slices.png", dpi=60)
+    fig.savefig(DOCS / "lung_mask_covid_slices.png", dpi=55)
     print(f"wrote {DOCS / 'lung_mask_volumes.png'} and {DOCS / 'lung_mask_covid_slices.png'}")
 
 

@@ -35,23 +35,43 @@ def render(card: dict) -> str:
 
 Chosen: **{sel['chosen']['model']}**, mirror TTA {'on' if sel['chosen']['hflip_tta'] else 'off'}. {sel['note']}.
 """
+    extra = "".join(f"\n- Also trained on: {line}" for line in t.get("images", []))
+    extra += "".join(f"\n- HU CT patient (trained on): {line}" for line in t.get("hu_studies", []))
+    selected = ("Last epoch of a fixed recipe kept (no epoch selection)" if t["config"].get("select") == "last"
+                else "Epoch selection by validation AUC (per run; see below)")
+    hu = card.get("hu_validation")
+    if hu:
+        hu_section = f"""## Validation on real HU CT ({hu['method']})
+Per-slice AUC against the radiologists' slice labels, slices called COVID-19 and study verdicts of every held-out
+patient, with 95 % intervals: `HU_VALIDATION.md` in this package (also `docs/hu_model.md`).
+Pooled over {hu['pooled_n']['slices']} held-out HU lung slices of {hu['pooled_n']['patients']} patients
+({hu['pooled_n']['positive']} COVID-19-positive targets): AUC {hu['pooled_auc']['a']['value']:.3f}
+({hu['pooled_auc']['a']['ci'][0]:.3f}-{hu['pooled_auc']['a']['ci'][1]:.3f}); the previous model on the same slices
+{hu['pooled_auc']['b']['value']:.3f} ({hu['pooled_auc']['b']['ci'][0]:.3f}-{hu['pooled_auc']['b']['ci'][1]:.3f}).
+Only one COVID-19 volume (P002) has slice labels here: these figures are not a validation on a population.
+Command: `{hu['command']}`"""
+    else:
+        hu_section = f"""## Behaviour on real HU CT (not validated)
+{card.get('hu_ct_check', {}).get('summary', 'not checked')}
+Per volume / slice: `{json.dumps(card.get('hu_ct_check', {}).get('non_covid_volumes', []))}`;
+`{json.dumps(card.get('hu_ct_check', {}).get('covid_hu_slices', []))}` (command: `python scripts/domain_gap.py --update-card`)."""
     unsupported = "\n".join(f"- **{k}**: {why}" for k, why in card["unsupported_classes"].items())
     history = ", ".join(f"{h['epoch']}: {h['val_auc']:.3f}" for h in t["history"])
     return f"""# Model card: {card['name']}
 
 **Research use only. Not a medical device; not for clinical diagnosis.**
 
-- Task: {card['task']}
+- Task: {card.get('task_description', card['task'])}
 - Architecture: {card['architecture']} ({t.get('initialisation', 'ImageNet')} initialisation), {len(card['labels'])} outputs {card['labels']}
 - Method: {t.get('method_description', t['method'])}
 - Weights: `weights.safetensors`, sha256 `{card['weights_sha256']}` (checked on every load)
 
 ## Training and validation data
 - Dataset: {t['dataset']}
-- Trained on: {t['train']}
+- Trained on: {t['train']}{extra}
 - Selected and calibrated on: {t['val']}
 - {t['test']}
-- Epoch selection by validation AUC (per run; see below)
+- {selected}
 
 ## Validation metrics (COVID-CT val split, calibrated probabilities)
 | operating point | threshold | accuracy | sensitivity | specificity | F1 | AUC |
@@ -67,10 +87,7 @@ The validation split has {t['val'].split(':')[1].strip()}: small, so differences
 
 {selection or 'Validation AUC by epoch: ' + history}
 
-## Behaviour on real HU CT (not validated)
-{card.get('hu_ct_check', {}).get('summary', 'not checked')}
-Per volume / slice: `{json.dumps(card.get('hu_ct_check', {}).get('non_covid_volumes', []))}`;
-`{json.dumps(card.get('hu_ct_check', {}).get('covid_hu_slices', []))}` (command: `python scripts/domain_gap.py --update-card`).
+{hu_section}
 
 ## What the model does not do
 {unsupported}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from .options import ScreenOptions, add_screen_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,11 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", default=None, metavar="UID",
                    help="SeriesInstanceUID to screen when the DICOM folder holds several series (default: the "
                         "axial CT series best suited to lung reading; the report says which and why)")
-    p.add_argument("--model", default=None, help="model package folder or shipped model name (default: shipped model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 64 on GPU, 16 on CPU)")
-    p.add_argument("--no-heatmap", action="store_true", help="skip Grad-CAM (faster)")
-    p.add_argument("--no-lesions", action="store_true", help="skip the GGO / consolidation / streak measurement")
+    add_screen_options(p)
+    p.add_argument("--lung-mask", type=Path, default=None, metavar="FILE",
+                   help="use this lung mask instead of computing one: a label map (1 right, 2 left), a binary mask "
+                        "or a Slicer .seg.nrrd (segments named like 'right lung' or 'lung_upper_lobe_left') on the "
+                        "CT grid, NRRD / NIfTI / MHA")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -40,6 +43,37 @@ def stage_progress_bar(quiet: bool):
     return bar, progress
 
 
+def run_interruptibly(job, out_dir):
+    """``job(cancel)`` on a worker thread, so Ctrl-C acts at once even inside a long torch operation (the main
+    thread only waits, in Python). On Ctrl-C the job is told to stop, its partial output is removed and
+    KeyboardInterrupt propagates; the report folder only ever appears whole (atomic rename)."""
+    import threading
+
+    from .worker import remove_partial
+
+    box: dict = {}
+    stop = threading.Event()
+
+    def target():
+        try:
+            box["result"] = job(stop.is_set)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread as it is
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        stop.set()
+        remove_partial(out_dir)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .errors import Cancelled, InputError
@@ -47,14 +81,15 @@ def main(argv: list[str] | None = None) -> int:
 
     bar, progress = stage_progress_bar(args.quiet)
     try:
-        result = screen_to_folder(args.input, args.out, overwrite=args.overwrite, progress=progress,
-                                  model=args.model, device=args.device, batch_size=args.batch_size,
-                                  heatmap=not args.no_heatmap, lesions=not args.no_lesions, series=args.series)
+        result = run_interruptibly(lambda cancel: screen_to_folder(
+            args.input, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel,
+            lung_mask=args.lung_mask, series=args.series, **ScreenOptions.from_args(args).kwargs()), args.out)
     except KeyboardInterrupt:
-        print("\ncovidct-screen: cancelled; nothing was written", file=sys.stderr)
-        return 130
+        print(("\n" if bar is not None else "") + "covidct-screen: cancelled; nothing was written", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # the job thread may still be inside a torch operation: do not wait for it
     except (InputError, Cancelled) as e:
-        print(f"\ncovidct-screen: error: {e}", file=sys.stderr)
+        print(("\n" if bar is not None else "") + f"covidct-screen: error: {e}", file=sys.stderr)
         return 2
     finally:
         if bar is not None:
@@ -70,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         for s in choice["series"]:
             print(f"  {'*' if s['series_instance_uid'] == choice['chosen'] else ' '} {s['series_instance_uid']}: "
                   f"'{s['description']}', {s['images']} images, {s['slice_thickness_mm']:g} mm, kernel {s['kernel']}")
-    print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L; report in {args.out}")
+    print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L ({result.mask.source['source']}); "
+          f"report in {args.out}")
     if result.manifestations is not None:
         m = result.manifestations.summary
         for key, name in (("hu_bands", "HU bands"), ("learned", "lesion UNet")):

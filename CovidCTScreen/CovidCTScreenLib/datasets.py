@@ -111,26 +111,43 @@ def segmentation_pairs(root: str | Path) -> list[tuple[Path, Path]]:
     return [(images[k], masks[k]) for k in sorted(images, key=lambda s: (len(s), s))]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as a uint8 array (grey or RGB), opened by content, not by extension."""
+def _pixels(path: Path):
+    """(array, full-scale value) of an image file, read by value: 8-bit grey/RGB as they are, 16-bit grey
+    (PNG/TIFF mode ``I;16`` or ``I``) unconverted with full scale 65535, palette/alpha images as RGB."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im if im.mode in ("L", "RGB") else im.convert("RGB"))
+            if im.mode in ("L", "RGB"):
+                return np.asarray(im), 255
+            if im.mode.startswith("I"):
+                a = np.asarray(im)
+                if a.min() < 0 or a.max() > 65535:
+                    raise InputError(f"Cannot read image {path}: values {a.min()}..{a.max()} are not 8- or 16-bit")
+                return a.astype(np.uint16), 65535
+            if im.mode == "F":
+                raise InputError(f"Cannot read image {path}: floating-point images are not display images")
+            return np.asarray(im.convert("L" if im.mode in ("1", "LA") else "RGB")), 255
     except (OSError, UnidentifiedImageError) as e:
         raise InputError(f"Cannot read image {path}: {e}") from e
 
 
+def read_image(path: Path) -> np.ndarray:
+    """An image file as grey or RGB in 8-bit units (0..255), opened by content, not by extension.
+    16-bit images are scaled by their bit depth (value * 255 / 65535, float32), never clipped."""
+    a, full_scale = _pixels(path)
+    return a if full_scale == 255 else a.astype(np.float32) * np.float32(255 / full_scale)
+
+
 def read_lesion_mask(path: Path) -> np.ndarray:
-    """Lesion labels of a mask image: 0 background, 1 GGO, 2 consolidation; a 0/255 mask becomes
-    0/3 (infection, type unknown)."""
-    mask = read_image(path)
+    """Lesion labels of a mask image: 0 background, 1 GGO, 2 consolidation; a 0/255 (or 0/65535) mask
+    becomes 0/3 (infection, type unknown)."""
+    mask, full_scale = _pixels(path)
     mask = mask[..., 0] if mask.ndim == 3 else mask
     values = set(np.unique(mask).tolist())
     if values <= {0, 1, 2}:
         return mask.astype(np.uint8)
-    if values <= {0, 255}:
+    if values <= {0, full_scale}:
         return np.where(mask > 0, 3, 0).astype(np.uint8)
     raise InputError(f"{path}: mask values {sorted(values)[:6]} are neither 0/1/2 (GGO/consolidation) nor 0/255")
 

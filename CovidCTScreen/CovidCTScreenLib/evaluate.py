@@ -29,7 +29,7 @@ from . import RESEARCH_USE_NOTICE, __version__
 from .datasets import Item, csv_header, csv_items, folder_items, load_images, study_items
 from .errors import Cancelled, InputError
 from .metrics import bootstrap_cis, calibration_bins, confusion_metrics, roc_auc
-from .model_package import ModelPackage, load_package
+from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
 
 SCHEMA = "covidctscreen.evaluation"
 SCHEMA_VERSION = 1
@@ -82,10 +82,9 @@ def evaluate(data: str | os.PathLike, model: str | os.PathLike | ModelPackage | 
     if kind == "segmentation":
         from .evaluate_segmentation import evaluate_segmentation
 
-        result = evaluate_segmentation(path, package, device, resamples, progress, cancel)
+        result = Evaluation("segmentation", *evaluate_segmentation(path, package, device, resamples, progress, cancel))
     else:
-        if "positive_label" not in package.card:
-            raise InputError(f"model {package.name} is not a slice classifier; {kind} data needs one")
+        package.require(SLICE_CLASSIFICATION, f"evaluating on {kind}")
         for t in thresholds:
             if not 0.0 <= t <= 1.0:
                 raise InputError(f"threshold {t} is not a probability in [0, 1]")
@@ -96,10 +95,10 @@ def evaluate(data: str | os.PathLike, model: str | os.PathLike | ModelPackage | 
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "software": {"covidctscreen": __version__, "python": platform.python_version()},
         "notice": RESEARCH_USE_NOTICE,
-        "model": {"name": package.name, "path": str(package.path), "weights_sha256": package.card["weights_sha256"],
-                  "architecture": package.card.get("architecture") or package.card["network"]["architecture"],
+        "model": {"name": package.name, "path": str(package.path), "weights_sha256": package.info.weights_sha256,
+                  "architecture": package.info.architecture,
                   "labels": package.labels,
-                  "task": package.card.get("task")},
+                  "task": package.task},
         **result.document,
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -112,9 +111,10 @@ def evaluate_to_folder(data, out_dir: str | os.PathLike, overwrite: bool = False
     from .evaluation_plots import write_plots
     from .output_folder import atomic_folder, check_output_folder
 
-    check_output_folder(out_dir, overwrite)
+    source = detect_data(data)[1]  # a study list's CSV, or the image folder (results may sit beside a CSV)
+    check_output_folder(out_dir, overwrite, inputs=[source])
     result = evaluate(data, progress=progress, **kwargs)
-    with atomic_folder(out_dir, overwrite) as tmp:
+    with atomic_folder(out_dir, overwrite, inputs=[source]) as tmp:
         result.document["files"] = {"metrics": "metrics.json", "predictions": "predictions.csv",
                                     **write_plots(result, tmp)}
         _write_rows(result.rows, tmp / "predictions.csv")
@@ -156,7 +156,7 @@ def _data_summary(kind: str, path: Path, items: list[Item], labels: list[str], u
 
 
 def _thresholds(package: ModelPackage, extra: tuple[float, ...]) -> dict[str, float]:
-    named = {"operating_point": float(package.card["operating_point"]["slice_threshold"])}
+    named = {"operating_point": package.info.slice_threshold}
     named.update({f"threshold_{t:g}": float(t) for t in extra})
     return named
 
@@ -169,7 +169,7 @@ def _confusion(labels: np.ndarray, predicted: np.ndarray, names: list[str]) -> d
 
 def _binary_names(package: ModelPackage) -> list[str]:
     """[negative, positive] class names of a study-level (positive vs rest) decision."""
-    positive = package.card["positive_label"]
+    positive = package.info.positive_label
     others = [lab for lab in package.labels if lab != positive]
     return [others[0] if len(others) == 1 else f"not {positive}", positive]
 
@@ -186,7 +186,7 @@ def _score_slices(path, package, device, thresholds, batch_size, resamples, prog
 
     items = csv_items(path, package.labels) if path.is_file() else folder_items(path, package.labels)
     groups, unit = _groups_summary(items)
-    size = package.card["input"]["spatial_shape"][0]
+    size = package.info.input_size
     images = load_images(items, size, progress=(lambda f: progress("load", 0.3 * f)) if progress else None)
     dev = select_device(device)
     prob = calibrated_probabilities(package, package.build(dev), images, dev, batch_size,
@@ -195,7 +195,7 @@ def _score_slices(path, package, device, thresholds, batch_size, resamples, prog
     pos = package.positive_index
     truth, score = y == pos, prob[:, pos]
     document = {"data": _data_summary("slices", path, items, package.labels, unit), "device": str(dev),
-                "positive_label": package.card["positive_label"], "thresholds": {}, "results": {}}
+                "positive_label": package.info.positive_label, "thresholds": {}, "results": {}}
     rows = [{"item": str(i.path), "label": package.labels[i.label], "patient_id": i.patient,
              **{f"p_{lab}": round(float(p), 6) for lab, p in zip(package.labels, row)}}
             for i, row in zip(items, prob)]
@@ -211,11 +211,11 @@ def _score_slices(path, package, device, thresholds, batch_size, resamples, prog
             row[f"predicted_at_{name}"] = package.labels[p]
         if progress:
             progress("metrics", 0.8 + 0.2 * (n + 1) / len(named))
-    document["calibration"] = {**calibration_bins(truth, score), "probability": f"P({package.card['positive_label']})",
+    document["calibration"] = {**calibration_bins(truth, score), "probability": f"P({package.info.positive_label})",
                                "after": "the model card's temperature scaling"}
     return Evaluation("slices", document, rows, {"truth": truth, "score": score, "thresholds": named,
-                                                  "labels": package.labels, "positive_label": package.card[
-                                                      "positive_label"]})
+                                                  "labels": package.labels,
+                                                  "positive_label": package.info.positive_label})
 
 
 def _score_studies(path, package, device, thresholds, batch_size, resamples, progress, cancel) -> Evaluation:
@@ -224,7 +224,7 @@ def _score_studies(path, package, device, thresholds, batch_size, resamples, pro
 
     items = study_items(path, package.labels)
     pos = package.positive_index
-    min_fraction = package.card["study_rule"]["min_fraction"]
+    min_fraction = package.info.study_min_fraction
     screened, failed = [], []
     for n, item in enumerate(items):
         _check_cancel(cancel)
@@ -241,7 +241,7 @@ def _score_studies(path, package, device, thresholds, batch_size, resamples, pro
     groups, unit = _groups_summary(kept)
     truth = np.array([i.label == pos for i in kept])
     document = {"data": {**_data_summary("studies", path, kept, package.labels, unit), "failed": failed},
-                "device": screened[0][3], "positive_label": package.card["positive_label"],
+                "device": screened[0][3], "positive_label": package.info.positive_label,
                 "study_rule": package.card["study_rule"], "thresholds": {}, "results": {},
                 "calibration": {"not_applicable": "the study rule yields a fraction of positive slices, "
                                                   "not a probability"}}
@@ -268,7 +268,7 @@ def _score_studies(path, package, device, thresholds, batch_size, resamples, pro
     return Evaluation("studies", document, rows, {"truth": truth, "score": curves["operating_point"],
                                                    "thresholds": {"operating_point": min_fraction},
                                                    "labels": package.labels,
-                                                   "positive_label": package.card["positive_label"],
+                                                   "positive_label": package.info.positive_label,
                                                    "score_name": "fraction of positive slices"})
 
 

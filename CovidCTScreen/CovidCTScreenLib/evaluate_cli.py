@@ -7,8 +7,11 @@ for segmentation) into --out, all at once or not at all. Research use only.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from .options import add_screen_options, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,13 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class-per-folder images, a CSV 'path,label[,patient_id]' or 'study,label[,patient_id]', "
                         "a folder with one study CSV, or a folder with images/ and masks/")
     p.add_argument("--out", type=Path, required=True, help="folder to create for the results")
-    p.add_argument("--model", default=None, help="model package folder or shipped model name (default: shipped model)")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    add_screen_options(p, steps=False)
     p.add_argument("--threshold", type=float, action="append", default=[],
                    help="also report the metrics at this slice probability threshold (repeatable); the model "
                         "card's operating point is always reported")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -57,20 +58,22 @@ def summary_lines(document: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .cli import stage_progress_bar
+    from .cli import run_interruptibly, stage_progress_bar
     from .errors import Cancelled, InputError
     from .evaluate import evaluate_to_folder
 
     bar, progress = stage_progress_bar(args.quiet)
     try:
-        result = evaluate_to_folder(args.data, args.out, overwrite=args.overwrite, progress=progress,
-                                    model=args.model, device=args.device, thresholds=tuple(args.threshold),
-                                    batch_size=args.batch_size, resamples=args.bootstrap)
+        result = run_interruptibly(lambda cancel: evaluate_to_folder(
+            args.data, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel, model=args.model,
+            device=args.device, thresholds=tuple(args.threshold), batch_size=args.batch_size,
+            resamples=args.bootstrap), args.out)
     except KeyboardInterrupt:
-        print("\ncovidct-evaluate: cancelled; nothing was written", file=sys.stderr)
-        return 130
+        print(("\n" if bar is not None else "") + "covidct-evaluate: cancelled; nothing was written", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)  # the job thread may still be inside a torch operation: do not wait for it
     except (InputError, Cancelled) as e:
-        print(f"\ncovidct-evaluate: error: {e}", file=sys.stderr)
+        print(("\n" if bar is not None else "") + f"covidct-evaluate: error: {e}", file=sys.stderr)
         return 2
     finally:
         if bar is not None:

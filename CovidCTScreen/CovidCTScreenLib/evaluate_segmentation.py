@@ -62,12 +62,11 @@ def _nanmean(values: np.ndarray) -> float:
 
 def evaluate_segmentation(path: Path, package, device: str, resamples: int,
                           progress: Callable[[str, float], None] | None, cancel: Callable[[], bool] | None):
-    """Segment every image of ``path/images`` with the lesion model ``package`` and score it against ``masks/``."""
-    from .evaluate import Evaluation
+    """Segment every image of ``path/images`` with the lesion model ``package`` and score it against ``masks/``.
+    Returns (metrics document, prediction rows, what the plots need)."""
+    from .model_package import LESION_SEGMENTATION
 
-    if package.card.get("task") != "lesion-segmentation":
-        raise InputError(f"model {package.name} is a slice classifier; images/ + masks/ data needs a lesion "
-                         f"segmentation model")
+    package.require(LESION_SEGMENTATION, "images/ + masks/ data (lesion segmentation)")
     from .inference import select_device
     from .lesion_seg import load_lesion_model, predict_image
 
@@ -101,10 +100,9 @@ def evaluate_segmentation(path: Path, package, device: str, resamples: int,
                                    "left out of the mean"}
     if progress:
         progress("metrics", 1.0)
-    return Evaluation("segmentation", document, rows,
-                      {"images": images, "truths": truths, "preds": preds,
-                       "order": np.argsort([np.nan_to_num(s["infection"]["dice"], nan=1.0) for s in per_image],
-                                           kind="stable")})
+    return document, rows, {"images": images, "truths": truths, "preds": preds,
+                            "order": np.argsort([np.nan_to_num(s["infection"]["dice"], nan=1.0) for s in per_image],
+                                                kind="stable")}
 
 
 def cases_png(result, path: Path) -> None:

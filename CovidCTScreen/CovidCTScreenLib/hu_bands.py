@@ -7,16 +7,19 @@ Bands (HU, lower edge included, upper edge excluded):
 
 Steps, each slice in-plane (so volumes and single slices take the same path):
 1. noise: a 3 x 3 median filter on the HU slice;
-2. partial-volume rim: each lung is eroded by ``RIM_MM`` (disc); only the eroded lung is measured, so the
-   chest-wall / mediastinum border (whose mixed voxels fall in both bands) does not count as lesion. Lesion
-   touching the pleura loses the same rim;
-3. vessels (and airway walls): dense tissue (>= -300 HU) that disappears under a morphological opening with a
-   disc of diameter ``VESSEL_MAX_DIAMETER_MM`` is thin, i.e. a vessel seen along its length or in cross-section
-   (the size rule); it is grown by ``VESSEL_HALO_MM`` to take its partial-volume halo (which sits in the GGO
-   band) and excluded from both bands. Consolidation patches wider than that diameter survive the opening.
-   A Hessian ridge filter was not used here because it also fires along the border of every consolidation
-   patch; it is used for the thin streaks in ``fibrosis.py``. Consolidation foci narrower than
-   ``VESSEL_MAX_DIAMETER_MM`` count as vessels, and hilar vessels wider than it count as consolidation;
+2. partial volume: each lung is eroded by ``RIM_MM`` (disc); in a volume, lung voxels whose neighbour in the
+   slice above or below is not the same lung are left out too (the domes of the diaphragm and the heart are
+   nearly parallel to the slices, so their partial volume is across slices). Only the rest is measured, so the
+   chest-wall / mediastinum / diaphragm border (whose mixed voxels fall in both bands) does not count as lesion.
+   Lesion touching the pleura loses the same rim;
+3. regional density: a grey-level opening with a disc of diameter ``VESSEL_MAX_DIAMETER_MM`` keeps the density
+   of every region wider than that disc and removes what is narrower: vessels seen along their length or in
+   cross-section, their partial-volume halo, fissures and noise peaks (the size rule; an opening never raises
+   a value). The bands are read on this regional density: GGO and consolidation are regional by definition
+   (hazy opacity that does not obscure the vessels; airless lung). Thin dense pixels removed by the opening
+   are returned as ``vessels``. Consolidation foci narrower than ``VESSEL_MAX_DIAMETER_MM`` count as vessels,
+   and hilar vessels wider than it count as consolidation. A Hessian ridge filter was not used here because it
+   also fires along the border of every consolidation patch; it is used for the thin streaks in ``fibrosis.py``;
 4. extent per slice and per lung: mL = voxels x voxel volume, % = of the measured (eroded) lung volume.
 
 Not a diagnosis: dependent (gravity) density, expiration, motion and beam hardening also raise lung HU into
@@ -34,7 +37,6 @@ GGO_HU = (-750.0, -300.0)
 CONSOLIDATION_HU = (-300.0, 50.0)
 RIM_MM = 2.0
 VESSEL_MAX_DIAMETER_MM = 7.0
-VESSEL_HALO_MM = 1.0
 MEDIAN_PX = 3
 NONE, GGO, CONSOLIDATION = 0, 1, 2
 SIDES = {1: "right", 2: "left"}
@@ -43,7 +45,7 @@ SIDES = {1: "right", 2: "left"}
 @dataclass
 class BandResult:
     labels: np.ndarray  # (z, y, x) uint8: 0 none, 1 GGO, 2 consolidation (input shape, 2D for a 2D input)
-    vessels: np.ndarray  # bool: thin dense structures (with halo) left out of both bands
+    vessels: np.ndarray  # bool: thin structures at or above GGO density (vessels, halo, fissures) the opening removed
     measured: np.ndarray  # bool: the eroded lung that was measured
     per_slice: list[dict]  # one row per slice with lung: {"slice": k, "right": {...}, "left": {...}, "both": {...}}
     totals: dict  # {"right": {...}, "left": {...}, "both": {...}}: lung_ml, measured_ml, ggo/consolidation mL and %
@@ -81,18 +83,6 @@ def extent(ggo: int, cons: int, lung: int, measured: int, voxel_ml: float) -> di
             "ggo_pct": pct(ggo), "consolidation_pct": pct(cons), "lesion_pct": pct(ggo + cons)}
 
 
-def thin_dense(hu2d: np.ndarray, region: np.ndarray, spacing, min_hu: float = CONSOLIDATION_HU[0],
-               max_diameter_mm: float = VESSEL_MAX_DIAMETER_MM) -> np.ndarray:
-    """Dense pixels (>= ``min_hu``) in ``region`` removed by an opening with a disc of ``max_diameter_mm``."""
-    dense = (hu2d >= min_hu) & region
-    if not dense.any():
-        return dense
-    r = max(1, round(max_diameter_mm / 2.0 / min(spacing[0], spacing[1])))
-    padded = np.pad(dense, r + 1)
-    opened = ndimage.binary_opening(padded, disc(r))[r + 1:-(r + 1), r + 1:-(r + 1)]
-    return dense & ~opened
-
-
 def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -> BandResult:
     """GGO / consolidation extent from HU bands in each lung of a (z, y, x) volume or a (y, x) slice.
 
@@ -105,13 +95,17 @@ def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
     hu3, lab3, squeeze = _as_3d(hu, lungs)
     lab3 = lab3.astype(np.uint8)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    rim, halo = disc(_radius_px(RIM_MM, spacing)), disc(max(1, _radius_px(VESSEL_HALO_MM, spacing)))
+    rim = disc(_radius_px(RIM_MM, spacing))
     labels = np.zeros(hu3.shape, np.uint8)
     vessels = np.zeros(hu3.shape, bool)
     measured = np.zeros(hu3.shape, bool)
     sides = [] if boolean else [s for s in SIDES if (lab3 == s).any()]
     per_slice = []
     counts = {name: np.zeros(4, np.int64) for name in ["both", *(SIDES[s] for s in sides)]}
+    # partial volume across slices: a lung voxel whose neighbour in the slice above or below is not the same lung
+    # holds some diaphragm, chest wall or mediastinum (the domes are nearly parallel to the slices)
+    z_inner = (lab3 == np.concatenate([lab3[:1], lab3[:-1]])) & (lab3 == np.concatenate([lab3[1:], lab3[-1:]]))
+    opening = disc(max(1, round(VESSEL_MAX_DIAMETER_MM / 2.0 / min(spacing[0], spacing[1]))))
     for k in np.flatnonzero(lab3.reshape(len(lab3), -1).any(axis=1)):
         lung = lab3[k] > 0
         rows, cols = (np.flatnonzero(lung.any(axis=a)) for a in (1, 0))
@@ -122,11 +116,11 @@ def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
         meas = np.zeros(lab.shape, bool)
         for s in (np.unique(lab[lab > 0])):
             meas |= ndimage.binary_erosion(lab == s, rim)
-        ves = thin_dense(h, lung[box] & meas, spacing)
-        ves = ndimage.binary_dilation(ves, halo) & meas
-        keep = meas & ~ves
-        ggo = keep & (h >= GGO_HU[0]) & (h < GGO_HU[1])
-        cons = keep & (h >= CONSOLIDATION_HU[0]) & (h < CONSOLIDATION_HU[1])
+        meas &= z_inner[k][box]
+        regional = ndimage.grey_opening(h, footprint=opening)
+        ves = meas & (h >= GGO_HU[0]) & (regional < GGO_HU[0])  # thin dense structures and their halo
+        ggo = meas & (regional >= GGO_HU[0]) & (regional < GGO_HU[1])
+        cons = meas & (regional >= CONSOLIDATION_HU[0]) & (regional < CONSOLIDATION_HU[1])
         labels[k][box][ggo] = GGO
         labels[k][box][cons] = CONSOLIDATION
         vessels[k][box], measured[k][box] = ves, meas
@@ -138,7 +132,7 @@ def hu_band_extent(hu: np.ndarray, lungs, spacing: tuple[float, float, float]) -
         per_slice.append(row)
     totals = {name: extent(*c.tolist(), voxel_ml) for name, c in counts.items()}
     params = {"ggo_hu": GGO_HU, "consolidation_hu": CONSOLIDATION_HU, "rim_mm": RIM_MM,
-              "vessel_max_diameter_mm": VESSEL_MAX_DIAMETER_MM, "vessel_halo_mm": VESSEL_HALO_MM,
+              "vessel_max_diameter_mm": VESSEL_MAX_DIAMETER_MM, "regional_density": "grey opening",
               "median_px": MEDIAN_PX, "spacing": tuple(float(s) for s in spacing)}
     if squeeze:
         labels, vessels, measured = labels[0], vessels[0], measured[0]

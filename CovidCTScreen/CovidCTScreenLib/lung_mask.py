@@ -1,19 +1,26 @@
 """HU-based 3D lung mask with right / left lungs, trachea and main bronchi removed.
 
-Seed 002's recipe, then made robust for sick lungs:
+Seed 002's recipe, then made robust for sick lungs and the lung bases:
 1. body: tissue above -500 HU, largest 3D component, holes filled slice by slice (this is the
    flood fill that drops the air outside the body and the scanner table);
-2. aerated lung core: air below -850 HU inside the body (seed 002's threshold), small objects removed;
-3. lung: everything below -300 HU inside the body that is connected to that core, so partially
+2. aerated lung core: air below -850 HU inside the body (seed 002's threshold; -700 / -550 HU when that
+   finds almost no air, as in diffusely dense lungs), small objects removed. Air cores whose median is
+   pure gas (< -950 HU) are bowel, stomach or skin-fold gas: they are grown by ``GAS_MARGIN_MM`` and cut
+   out, so a thin, partial-volumed diaphragm does not join the colon or stomach to the lung;
+3. lung: everything below -300 HU inside the body that is connected to a core, so partially
    aerated (ground-glass, -750..-300 HU) parenchyma joins the lung it belongs to;
 4. airways: central 2D components of pure air (< -900 HU) of airway size, ringed by soft tissue,
    are the trachea and main bronchi;
    they are cut out with a margin for their wall before the lung components are formed;
-5. right / left: the two largest components (split by erosion when the lungs touch), sided by the
-   patient's x axis (LPS: +x is the patient's left); smaller components join their side unless they
-   are tiny or pure gas (bowel, stomach, subcutaneous air);
-6. each lung is closed in-plane (radius ``CLOSING_MM``) and its holes filled slice by slice, so
-   consolidation and vessels inside the lung stay in the mask.
+5. right / left: the two largest components (split by erosion when the lungs touch; thin bases left over
+   are cut at the midline between the two), sided by the patient's x axis (LPS: +x is the patient's left);
+   smaller components join their side unless they are tiny or pure gas;
+6. each lung is closed in 3D (a cylinder of radius and half-height ``CLOSING_MM``) and what it encloses in
+   3D is filled: vessels, nodules and consolidation inside the lung stay in the mask, while the liver dome,
+   spleen, stomach and cardiac apex, which rise into the lung on axial slices but are open to the abdomen
+   or mediastinum in 3D, stay out. A single slice has no 3D: its holes are filled in-plane.
+   Limit: consolidation or effusion lying broadly on the pleura (wider than about 2 x ``CLOSING_MM``) is
+   shaped like the chest wall and stays out; a lung mask the user has (``--lung-mask``) avoids that.
 
 The steps run on a working grid of about ``WORK_PIXEL_MM`` in-plane (block-averaged HU), and the
 labels come back to the input grid by nearest neighbour: a 512 x 512 x 141 CT takes seconds, and
@@ -24,13 +31,17 @@ Labels: 0 background, 1 right lung, 2 left lung.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from .errors import InputError
+
 BODY_HU = -500.0
-AIR_HU = -850.0
 LUNG_HU = -300.0  # upper end of ground glass: diseased but aerated lung joins the lung
 AIRWAY_HU = -900.0
 AIRWAY_WALL_MM = 3.0  # airway lumen grown by this much in-plane to cut it free from the lungs
@@ -38,19 +49,29 @@ AIRWAY_AREA_MM2 = (20.0, 700.0)  # main bronchus .. trachea lumen
 AIRWAY_RING_MM = 3.0
 AIRWAY_RING_HU = -500.0  # the ring around an airway is wall and mediastinum; around lung air it is lung
 AIRWAY_CENTRAL_FRACTION = 0.18  # |x - body centre| below this fraction of body width
-CLOSING_MM = 15.0
-GAS_MEAN_HU = -950.0  # extra components this dark are bowel / stomach / subcutaneous gas, not lung
+CLOSING_MM = 7.0  # gaps up to 14 mm close (segmental and smaller vessels); lobar and hilar vessels stay out
+CORE_HU = (-850.0, -700.0, -550.0)  # aerated-core thresholds, tried in turn (diffusely dense lungs)
+MIN_CORE_FRACTION = 0.02  # of the body: less aerated core than this means "try the next threshold"
+GAS_HU = -950.0  # air with its median below this is a gas pocket (airway, bowel, stomach, skin fold), not lung
+GAS_MARGIN_MM = 3.0  # gas pockets grown by this much to cut the partial-volumed diaphragm between gas and lung
 WORK_PIXEL_MM = 1.6
 RIGHT, LEFT = 1, 2
 LABEL_NAMES = {RIGHT: "right lung", LEFT: "left lung"}
 _SQUARE = np.ones((1, 3, 3), bool)  # in-plane 8-neighbourhood
 _CROSS = ndimage.generate_binary_structure(3, 1) & _SQUARE.repeat(3, axis=0) * np.array([0, 1, 0], bool)[:, None, None]
+_Z_LINE = np.ones((3, 1, 1), bool)  # the neighbours in the slices above and below
+
+
+COMPUTED = {"source": "computed (lung_mask.py)",
+            "method": "HU-based 3D mask (3D closing and 3D hole filling, see lung_mask.py); labels 1 right, 2 left"}
+GRID_TOLERANCE_MM = 0.01  # origin and spacing of a user mask must match the CT's to this (and directions to 1e-4)
 
 
 @dataclass
 class LungMask:
     labels: np.ndarray  # (z, y, x) uint8: 0 background, 1 right, 2 left
     body: np.ndarray  # (z, y, x) bool
+    source: dict = field(default_factory=lambda: dict(COMPUTED))  # the report's "lung_mask" entry
 
     @property
     def lungs(self) -> np.ndarray:
@@ -113,7 +134,8 @@ def airway_mask(hu: np.ndarray, body: np.ndarray, spacing) -> np.ndarray:
 
 def _split_two(lung: np.ndarray) -> np.ndarray:
     """Labels 1..n of the lung components; when one component holds both lungs, split it: erode
-    until two large parts appear, then grow both back inside it in turn by the eroded depth."""
+    until two large parts appear, then grow both back inside it in turn by the eroded depth; what is
+    left (thin lung bases, cut at the midline between the two) becomes components of its own."""
     labels, sizes = _components(lung)
     sizes[0] = 0
     total = sizes.sum()
@@ -134,7 +156,10 @@ def _split_two(lung: np.ndarray) -> np.ndarray:
                 free = big & ~a & ~b
                 grow_a = ndimage.binary_dilation(a, _SQUARE) & free
                 a, b = a | grow_a, b | (ndimage.binary_dilation(b, _SQUARE) & free & ~grow_a)
-            rest, _ = _components(big & ~a & ~b)  # pieces cut off far from both: own components
+            rest = big & ~a & ~b  # pieces cut off far from both (thin bases): own components, each on one
+            midline = int(round((np.nonzero(a)[2].mean() + np.nonzero(b)[2].mean()) / 2.0))
+            rest[:, :, midline] = False  # side of the midline between the two lungs
+            rest, _ = _components(rest)
             n = labels.max()
             part = labels[box]
             part[big] = np.where(rest[big] > 0, rest[big] + n + 2, 0)
@@ -147,11 +172,11 @@ def _split_two(lung: np.ndarray) -> np.ndarray:
 def _side_labels(components: np.ndarray, hu: np.ndarray) -> np.ndarray:
     """Right (1) / left (2) from components: the two largest are the lungs; others join their side."""
     sizes = np.bincount(components.ravel())
-    means = np.bincount(components.ravel(), weights=hu.ravel(), minlength=len(sizes)) / np.maximum(sizes, 1)
+    gas = np.bincount(components.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes)) > 0.5 * sizes
     sizes[0] = 0
     total = sizes.sum()
     keep = [i for rank, i in enumerate(np.argsort(sizes)[::-1])
-            if sizes[i] > 0 and (rank < 2 or (sizes[i] >= 0.01 * total and means[i] >= GAS_MEAN_HU))]
+            if sizes[i] > 0 and (rank < 2 or (sizes[i] >= 0.01 * total and not gas[i]))]
     out = np.zeros(components.shape, np.uint8)
     if not keep:
         return out
@@ -169,33 +194,69 @@ def _side_labels(components: np.ndarray, hu: np.ndarray) -> np.ndarray:
     return out
 
 
-def _disc_steps(radius_px: int) -> list[np.ndarray]:
-    """In-plane steps alternating cross and square: ``radius_px`` of them make an octagon, close to a disc."""
-    return [_CROSS if i % 2 == 0 else _SQUARE for i in range(radius_px)]
+def _cylinder_steps(radius_mm: float, spacing) -> list[np.ndarray]:
+    """Structuring steps whose chained dilations make a cylinder of radius and half-height ``radius_mm``
+    on this grid: in-plane steps alternate cross and square (an octagon, close to a disc), then steps
+    along z as many as the slice spacing allows (thick slices get a flat cylinder)."""
+    n_xy = max(1, int(round(radius_mm / min(spacing[0], spacing[1]))))
+    n_z = int(round(radius_mm / spacing[2]))
+    return [_CROSS if i % 2 == 0 else _SQUARE for i in range(n_xy)] + [_Z_LINE] * n_z
 
 
-def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, slice, slice]:
-    """Bounding box of a non-empty mask, grown in-plane by ``pad`` (clipped to the array)."""
+def _bbox(mask: np.ndarray, pad: int, pad_z: int = 0) -> tuple[slice, slice, slice]:
+    """Bounding box of a non-empty mask, grown by ``pad`` in-plane and ``pad_z`` across slices (clipped)."""
     zs, ys, xs = (np.flatnonzero(mask.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
-    return (slice(zs[0], zs[-1] + 1), slice(max(ys[0] - pad, 0), ys[-1] + pad + 1),
+    return (slice(max(zs[0] - pad_z, 0), zs[-1] + pad_z + 1), slice(max(ys[0] - pad, 0), ys[-1] + pad + 1),
             slice(max(xs[0] - pad, 0), xs[-1] + pad + 1))
 
 
-def _close_in_plane(mask: np.ndarray, spacing) -> np.ndarray:
-    """Morphological closing with an octagonal disc of radius ``CLOSING_MM`` in each slice."""
+def _close_3d(mask: np.ndarray, spacing) -> np.ndarray:
+    """Morphological closing with a cylinder of radius and half-height ``CLOSING_MM`` (a 3D element that is
+    cheap to apply): vessels, small nodules and shallow dents of dense lung join the lung; organs wider
+    than it (heart, liver dome) stay outside."""
     out = np.zeros_like(mask)
     if not mask.any():
         return out
-    radius = max(1, int(round(CLOSING_MM / min(spacing[0], spacing[1]))))
-    pad = radius + 1
-    box = _bbox(mask, pad)
-    crop = np.pad(mask[box], ((0, 0), (pad, pad), (pad, pad)))  # room for the disc at the array edge
-    for step in _disc_steps(radius):
+    steps = _cylinder_steps(CLOSING_MM, spacing)
+    pad_z = sum(step.shape[1] == 1 for step in steps) + 1
+    pad = len(steps) - pad_z + 2
+    box = _bbox(mask, pad, pad_z)
+    crop = np.pad(mask[box], ((pad_z, pad_z), (pad, pad), (pad, pad)))  # room for the cylinder at the array edge
+    for step in steps:
         crop = ndimage.binary_dilation(crop, step)
-    for step in _disc_steps(radius):
+    for step in steps:
         crop = ndimage.binary_erosion(crop, step, border_value=1)
-    out[box] = crop[:, pad:-pad, pad:-pad]
+    out[box] = crop[pad_z:-pad_z, pad:-pad, pad:-pad]
     return out
+
+
+def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
+    """Fill what the lung encloses in 3D (consolidation, nodules, vessels inside the lung); an organ that
+    rises into the lung from below or from the mediastinum is open to the outside and is not filled.
+    A single slice has no third dimension: its holes are filled in-plane."""
+    if mask.shape[0] == 1 or not mask.any():
+        return _fill_holes_per_slice(mask)
+    box = _bbox(mask, 1)
+    out = mask.copy()
+    out[box] = ndimage.binary_fill_holes(mask[box])
+    return out
+
+
+def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(aerated lung cores, gas pockets). Cores are air below the first of ``CORE_HU`` that gives a lung
+    core of at least ``MIN_CORE_FRACTION`` of the body (diffusely dense lungs have no air below -850 HU);
+    components of pure gas (median < ``GAS_HU``: bowel, stomach, skin folds) are gas pockets."""
+    total = max(int(body.sum()), 1)
+    for air_hu in CORE_HU:
+        labels, sizes = _components((hu < air_hu) & body)
+        gas_voxels = np.bincount(labels.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes))
+        sizes[0] = 0
+        gas = (gas_voxels > 0.5 * sizes) & (sizes > 0)  # median below GAS_HU
+        lung_sizes = np.where(gas, 0, sizes)
+        keep = lung_sizes >= max(0.005 * lung_sizes.sum(), 1)
+        if lung_sizes[keep].sum() >= MIN_CORE_FRACTION * total:
+            break
+    return np.isin(labels, np.flatnonzero(keep)), np.isin(labels, np.flatnonzero(gas))
 
 
 def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
@@ -216,20 +277,130 @@ def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
 
 def _lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
     body = body_mask(hu)
-    core = (hu < AIR_HU) & body
-    core_labels, core_sizes = _components(core)
-    core_sizes[0] = 0
-    min_core = max(0.005 * core_sizes.sum(), 1)
-    core = np.isin(core_labels, np.flatnonzero(core_sizes >= min_core))
     airways = airway_mask(hu, body, spacing)
     wall = max(1, int(round(AIRWAY_WALL_MM / min(spacing[0], spacing[1]))))
     airways = ndimage.binary_dilation(airways, _SQUARE, iterations=wall)
-    candidate_labels, _ = _components((hu < LUNG_HU) & body & ~airways)
-    lung = np.isin(candidate_labels, np.unique(candidate_labels[core & ~airways]))
+    core, gas = _cores(hu, body)
+    candidate = (hu < LUNG_HU) & body & ~airways
+    if gas.any():  # a thin, partial-volumed diaphragm must not join bowel / stomach gas to the lung
+        steps = _cylinder_steps(GAS_MARGIN_MM, spacing)
+        box = _bbox(gas, len(steps), len(steps))
+        grown = gas[box]
+        for step in steps:
+            grown = ndimage.binary_dilation(grown, step)
+        candidate[box] &= ~grown
+    candidate_labels, _ = _components(candidate)
+    lung = np.isin(candidate_labels, np.unique(candidate_labels[core & candidate]))
     lung &= candidate_labels > 0
     sides = _side_labels(_split_two(lung), hu)
     labels = np.zeros(hu.shape, np.uint8)
+    other_air = (hu < LUNG_HU) & (sides == 0)  # airways, gas and their margins: closing adds tissue, not air
     for side in (RIGHT, LEFT):
-        filled = _fill_holes_per_slice(_close_in_plane(sides == side, spacing)) & body
-        labels[filled & (labels == 0)] = side
+        solid = _fill_enclosed(_close_3d(sides == side, spacing)) & body & ~other_air
+        labels[solid & (labels == 0)] = side
     return LungMask(labels=labels, body=body)
+
+
+def segment_side(name: str) -> int | None:
+    """RIGHT / LEFT for a lung segment name ('right lung', 'lung_lower_lobe_left', 'Left lung'); None otherwise."""
+    words = set(re.split(r"[^a-z]+", name.lower()))
+    if not words & {"lung", "lungs", "lobe"}:
+        return None
+    if "right" in words:
+        return RIGHT
+    if "left" in words:
+        return LEFT
+    return None
+
+
+def _segments(img) -> list[tuple[str, int, int]]:
+    """(name, layer, label value) of each segment of a Slicer .seg.nrrd (empty for a plain label map)."""
+    out = []
+    for key in img.GetMetaDataKeys():
+        m = re.fullmatch(r"Segment(\d+)_Name", key)
+        if m:
+            i = m.group(1)
+            layer = img.GetMetaData(f"Segment{i}_Layer") if img.HasMetaDataKey(f"Segment{i}_Layer") else "0"
+            out.append((img.GetMetaData(key), int(layer), int(img.GetMetaData(f"Segment{i}_LabelValue"))))
+    return out
+
+
+def _on_ct_grid(img, volume, name: str) -> np.ndarray:
+    """The (z, y, x[, layer]) array of ``img`` on the CT grid. Same spacing and direction, and an origin on a
+    CT voxel: a mask cropped to its extent (as Slicer saves segmentations) is placed back into the CT grid;
+    anything else is refused."""
+    import SimpleITK as sitk
+
+    size, spacing, origin = np.array(img.GetSize()), np.array(img.GetSpacing()), np.array(img.GetOrigin())
+    ct_size = np.array(volume.hu.shape[::-1])
+    direction = np.array(volume.direction).reshape(3, 3)
+    offset = np.linalg.solve(direction * np.array(volume.spacing), origin - np.array(volume.origin))
+    start = np.round(offset).astype(int)
+    if (not np.allclose(spacing, volume.spacing, atol=GRID_TOLERANCE_MM)
+            or not np.allclose(img.GetDirection(), volume.direction, atol=1e-4)
+            or not np.allclose(offset, start, atol=GRID_TOLERANCE_MM / min(volume.spacing))
+            or (start < 0).any() or (start + size > ct_size).any()):
+        raise InputError(f"lung mask {name} is not on the CT grid (mask size {tuple(size)}, spacing "
+                         f"{tuple(np.round(spacing, 3))} mm, origin {tuple(np.round(origin, 1))}; CT size "
+                         f"{tuple(ct_size)}, spacing {tuple(round(v, 3) for v in volume.spacing)} mm, origin "
+                         f"{tuple(round(v, 1) for v in volume.origin)}); resample the mask onto the CT first")
+    part = sitk.GetArrayFromImage(img)
+    out = np.zeros(tuple(ct_size[::-1]) + part.shape[3:], part.dtype)
+    out[start[2]:start[2] + size[2], start[1]:start[1] + size[1], start[0]:start[0] + size[0]] = part
+    return out
+
+
+def read_lung_mask(path: str | os.PathLike, volume, name: str | None = None) -> LungMask:
+    """A lung mask the user already has, on the CT's grid: a label map, a binary mask or a Slicer segmentation
+    (.seg.nrrd; also what Lung CT Segmenter or TotalSegmentator give) in NRRD / NIfTI / MHA.
+
+    Segments named as lungs or lobes with a side ('right lung', 'lung_upper_lobe_left', ...) give the sides;
+    other segments (airways, vessels, lesions) are ignored. A plain label map with values {1, 2} is read as
+    1 right, 2 left (as ``lung_mask.nrrd`` of a report); any other mask is binary (non-zero = lung) and is
+    split into right / left as the computed mask is (components, sided by the patient's x axis). A mask on
+    another grid than the CT is refused (``InputError``): resample it onto the CT first (a mask cropped to part
+    of the CT grid, as Slicer saves segmentations, is placed back)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"lung mask {path} does not exist")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise InputError(f"Cannot read the lung mask {path}: not a readable NRRD / NIfTI / MHA image") from e
+    segments = _segments(img)
+    if img.GetDimension() == 4:  # a Slicer segmentation with overlapping segments: one layer per 4th index
+        img = sitk.Compose([img[:, :, :, i] for i in range(img.GetSize()[3])])
+    if img.GetDimension() != 3:
+        raise InputError(f"lung mask {path} is {img.GetDimension()}D; it must be a 3D mask on the CT grid")
+    img = sitk.DICOMOrient(img, "LPS")
+    array = _on_ct_grid(img, volume, path.name)
+    layers = array[..., None] if array.ndim == 3 else array  # (z, y, x, layer)
+    labels = np.zeros(volume.hu.shape, np.uint8)
+    sided = [(n, layer, value, segment_side(n)) for n, layer, value in segments]
+    used = [n for n, _, _, side in sided if side]
+    for _, layer, value, side in sided:
+        if side:
+            labels[(layers[..., layer] == value) & (labels == 0)] = side
+    values = set(np.unique(layers).tolist()) - {0}
+    how = f"segments {', '.join(used)}"
+    if not used:
+        lungs = layers.any(axis=-1) if not segments else np.isin(
+            layers, [v for _, _, v in segments]).any(axis=-1)
+        if values == {RIGHT, LEFT} and not segments and layers.shape[-1] == 1:
+            labels = layers[..., 0].astype(np.uint8)
+            how = "label map 1 right, 2 left"
+        else:
+            labels = _side_labels(_split_two(lungs), volume.hu)
+            cols = np.arange(labels.shape[2])
+            centres = [((labels == s).sum(axis=(0, 1)) @ cols) / max((labels == s).sum(), 1) for s in (RIGHT, LEFT)]
+            rest = lungs & (labels == 0)  # small pieces: the side of the midline they lie on
+            labels[rest & (cols < np.mean(centres))] = RIGHT
+            labels[rest & (cols >= np.mean(centres))] = LEFT
+            how = "binary mask, split into right / left by the patient's x axis"
+    if not labels.any():
+        raise InputError(f"lung mask {path.name} holds no lung voxels")
+    label = f"{'Slicer segmentation' if name else 'user file'} {name or path.name}"
+    return LungMask(labels=labels, body=body_mask(volume.hu),
+                    source={"source": label, "method": f"given by the user ({how}); labels 1 right, 2 left"})

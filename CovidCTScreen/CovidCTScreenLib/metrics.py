@@ -75,8 +75,21 @@ def calibration_bins(labels: np.ndarray, probability: np.ndarray, bins: int = 10
             "ece": float((count * gaps).sum() / max(p.size, 1))}
 
 
+def between_scores(scores: np.ndarray, threshold: float) -> float:
+    """The midpoint between the lowest score at or above ``threshold`` and the highest score below it.
+
+    ``score >= result`` decides every given score as ``score >= threshold`` does, but no score lies on
+    the result, so float noise in a re-computed score cannot flip a decision (the operating point of a
+    card is placed this way). Scores are probabilities: 0 and 1 bound the ends.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    above, below = s[s >= threshold], s[s < threshold]
+    return float(((above.min() if above.size else 1.0) + (below.max() if below.size else 0.0)) / 2)
+
+
 def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Score threshold maximising sensitivity + specificity - 1 (ties: the highest such threshold)."""
+    """Threshold maximising sensitivity + specificity - 1 (ties: the highest such cut), placed between
+    neighbouring scores (``between_scores``)."""
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
     best, best_t = -1.0, 0.5
@@ -85,7 +98,7 @@ def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
         j = (pred & y).sum() / max(y.sum(), 1) + (~pred & ~y).sum() / max((~y).sum(), 1) - 1
         if j > best:
             best, best_t = j, float(t)
-    return best_t
+    return between_scores(s, best_t)
 
 
 def bootstrap_cis(statistic, n_items: int, groups: np.ndarray | None = None, n: int = 2000, seed: int = 0,

@@ -370,6 +370,37 @@ def labels_from_segmentation(seg_node, reference_node, segments: dict | None = N
     return out
 
 
+def write_lung_mask_file(seg_node, reference_node, path) -> Path:
+    """Write the lung segments of a segmentation the user has (Lung CT Segmenter, TotalSegmentator, ...:
+    segments named like 'right lung', 'left lung' or 'lung_upper_lobe_right') as a label map, 1 right,
+    2 left, on ``reference_node``'s (the CT's) grid: the file the worker reads with ``--lung-mask``.
+    Lung segments without a side ('lungs') are written as 1 + 2 = binary, split by the worker."""
+    import SimpleITK as sitk
+
+    from .lung_mask import segment_side
+
+    segmentation = seg_node.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    sided = {name: segment_side(name) for name in names}
+    unsided = [n for n in names if not sided[n] and ("lung" in n.lower())]
+    if not any(sided.values()) and not unsided:
+        raise InputError(f"Segmentation '{seg_node.GetName()}' has no lung segment (names like 'right lung', "
+                         f"'left lung' or 'lung_upper_lobe_right'; it has: {', '.join(names) or 'none'})")
+    labels = None
+    for name in names:
+        value = sided[name] or (3 if name in unsided and not any(sided.values()) else 0)
+        if value:
+            part = labels_from_segmentation(seg_node, reference_node, {value: name})
+            labels = part if labels is None else np.where(labels > 0, labels, part)
+    spacing, origin, direction = lps_geometry(node_ijk_to_ras(reference_node))
+    image = sitk.GetImageFromArray(labels.astype(np.uint8))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    sitk.WriteImage(image, str(path), useCompression=True)
+    return Path(path)
+
+
 # --------------------------------------------------------------------------- slice scores
 
 def scores_table_node(slice_indices, probabilities, labels: list[str], slice_threshold: float,

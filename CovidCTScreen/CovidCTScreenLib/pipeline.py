@@ -10,10 +10,11 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import Cancelled
-from .lung_mask import LungMask, lung_mask
+from .errors import Cancelled, InputError
+from .lung_mask import LungMask, read_lung_mask
+from .lung_mask import lung_mask as compute_lung_mask
 from .manifestations import Manifestations
-from .model_package import ModelPackage, load_package
+from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
 from .verdict import Verdict, study_verdict
 from .volume_io import CTVolume, load_ct, validate_ct
 
@@ -58,10 +59,13 @@ def _stage_reporter(progress: Progress | None, stage: str) -> Callable[[float], 
 def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | ModelPackage | None = None,
            device: str = "auto", batch_size: int | None = None, heatmap: bool = True, lesions: bool = True,
            progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+           lung_mask: str | os.PathLike | LungMask | None = None, lung_mask_name: str | None = None,
            series: str | None = None) -> ScreenResult:
     """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``;
     ``series`` picks a series UID of a DICOM folder holding several (default: ``volume_io.choose_series``).
-    ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``)."""
+    ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``).
+    ``lung_mask``: a lung mask the user has (file on the CT grid, see ``lung_mask.read_lung_mask``, or a
+    ``LungMask``) instead of the computed one; ``lung_mask_name`` names it in the report (a Slicer segmentation)."""
     from .explain import to_volume
     from .inference import lung_slices, probabilities_and_gradcam, select_device
 
@@ -72,6 +76,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     timings = {}
     t = time.perf_counter()
     package = model if isinstance(model, ModelPackage) else load_package(model)
+    package.require(SLICE_CLASSIFICATION, "screening a CT")
     dev = select_device(device)
     if isinstance(source, CTVolume):
         volume = source
@@ -83,9 +88,15 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     check_cancel()
 
     t = time.perf_counter()
-    mask = lung_mask(volume.hu, volume.spacing)
-    spec = package.card["input"]
-    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, spec["spatial_shape"][0], tuple(spec["hu_window"]))
+    if lung_mask is None:
+        mask = compute_lung_mask(volume.hu, volume.spacing)
+    elif isinstance(lung_mask, LungMask):
+        if lung_mask.labels.shape != volume.shape:
+            raise InputError(f"lung mask of shape {lung_mask.labels.shape} does not match the CT {volume.shape}")
+        mask = lung_mask
+    else:
+        mask = read_lung_mask(lung_mask, volume, lung_mask_name)
+    slices = lung_slices(volume.hu, mask.lungs, volume.spacing, package.info.input_size, package.info.hu_window)
     timings["lung_mask_s"] = time.perf_counter() - t
     _stage_reporter(progress, "lung mask")(1.0)
     check_cancel()
@@ -98,8 +109,7 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
     timings["inference_s"] = time.perf_counter() - t
 
     pos = probabilities[:, package.positive_index]
-    verdict = study_verdict(slices.indices, pos, package.card["operating_point"]["slice_threshold"],
-                            package.card["study_rule"]["min_fraction"])
+    verdict = study_verdict(slices.indices, pos, package.info.slice_threshold, package.info.study_min_fraction)
     heat = None
     if heatmap:
         check_cancel()
@@ -127,7 +137,7 @@ def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, over
     from .output_folder import check_output_folder
     from .report import write_report
 
-    check_output_folder(out_dir, overwrite)
+    check_output_folder(out_dir, overwrite, inputs=[] if isinstance(source, CTVolume) else [source])
     result = screen(source, progress=progress, **kwargs)
     write_report(result, out_dir, overwrite=overwrite)
     _stage_reporter(progress, "report")(1.0)

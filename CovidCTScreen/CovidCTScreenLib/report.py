@@ -77,7 +77,8 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
         },
         "lungs": {"volume_ml": {k: round(v, 1) for k, v in result.lung_volume_ml.items()},
                   "lung_slices": int(len(result.slice_indices)), "slices_total": int(vol.shape[0]),
-                  "method": "HU-based 3D mask (seed 002 recipe, see lung_mask.py); labels 1 right, 2 left"},
+                  "method": result.mask.source["method"]},
+        "lung_mask": result.mask.source,
         "manifestations": (_named_manifestations(vol, result.manifestations.summary)
                            if result.manifestations is not None
                            else {"not_assessed": "lesion measurement was switched off for this run"}),

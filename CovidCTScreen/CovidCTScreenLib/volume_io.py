@@ -145,9 +145,11 @@ def _dicom_series(folder: Path, series_uid: str | None = None) -> tuple[list[str
         raise InputError(f"Folder {folder} is empty: expected the DICOM files of one CT series")
     series = list_series(folder)
     if not series:
+        _refuse_unreadable(folder, files, set())
         raise InputError(f"No DICOM series found in {folder} ({len(files)} files, none readable as DICOM image)")
     chosen = choose_series(series, series_uid)
     names = chosen.files
+    _refuse_unreadable(folder, files, {n for s in series for n in s.files})  # other series' files are fine
     head = pydicom.dcmread(names[0], stop_before_pixels=True)
     modality = str(getattr(head, "Modality", ""))
     if modality != "CT":
@@ -166,6 +168,7 @@ def _dicom_series(folder: Path, series_uid: str | None = None) -> tuple[list[str
             raise InputError(f"{folder}: slices are missing or duplicated (slice gaps {steps.min():.2f}-"
                              f"{steps.max():.2f} mm); re-export the complete series")
     meta = {"format": "DICOM", "modality": modality, "files": len(names), "file_names": names,
+            **_spacing_note(positions),
             "series_instance_uid": str(getattr(head, "SeriesInstanceUID", "")),
             "series_description": chosen.description,
             "manufacturer": str(getattr(head, "Manufacturer", "")),
@@ -177,6 +180,34 @@ def _dicom_series(folder: Path, series_uid: str | None = None) -> tuple[list[str
             "how": "--series" if series_uid else f"rule: {SERIES_RULE.format(n=MIN_SLICES, thin=THIN_MM)}",
             "series": [s.to_dict() for s in series]}
     return names, meta, slices
+
+
+def _spacing_note(positions: list) -> dict:
+    """What ITK's "non uniform sampling" warning says, as report metadata: uneven gaps within the tolerance."""
+    if len(positions) < 3:
+        return {}
+    steps = np.linalg.norm(np.diff(np.array(positions), axis=0), axis=1)
+    if steps.max() - steps.min() <= 0.1 * np.median(steps):
+        return {}
+    return {"slice_gaps_mm": [round(float(steps.min()), 3), round(float(steps.max()), 3)],
+            "slice_gaps_note": "uneven slice gaps; the volume is read as if evenly spaced"}
+
+
+def _refuse_unreadable(folder: Path, files: list[Path], series: set[str]) -> None:
+    """Name the file that broke a series: an empty file, or a DICOM file GDCM could not place in it."""
+    import pydicom
+
+    for f in sorted(files):
+        if str(f) in series or f.name.startswith(".") or f.name.upper() == "DICOMDIR":
+            continue
+        if f.stat().st_size == 0:
+            raise InputError(f"{folder}: empty file {f.name} (0 bytes); re-export the complete series")
+        try:
+            pydicom.dcmread(f, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - not DICOM at all: a stray file, not the missing slice
+            continue
+        raise InputError(f"{folder}: DICOM file {f.name} is truncated or corrupt (it cannot be read as part of "
+                         f"the series); re-export the complete series")
 
 
 def _check_gzip(path: Path) -> None:
@@ -194,16 +225,23 @@ def _check_gzip(path: Path) -> None:
 
 def _read_image(path: Path, series_uid: str | None = None):
     """(SimpleITK image, meta, per-file (position, instance number) or None for volume files)."""
+    import warnings
+
     import SimpleITK as sitk
 
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # our checks say what is wrong, in one line
     if path.is_dir():
-        names, meta, slices = _dicom_series(path, series_uid)
+        with warnings.catch_warnings():  # pydicom's remarks on odd header values: not the user's concern here
+            warnings.simplefilter("ignore")
+            names, meta, slices = _dicom_series(path, series_uid)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(names)
         try:
             return reader.Execute(), meta, slices
         except RuntimeError as e:
-            raise InputError(f"Cannot read the DICOM series in {path}: {str(e).strip().splitlines()[-1]}") from e
+            bad = next((n for n in names if n in str(e)), None)
+            where = f"DICOM file {Path(bad).name} is truncated or corrupt" if bad else str(e).strip().splitlines()[-1]
+            raise InputError(f"Cannot read the DICOM series in {path}: {where}") from e
     name = path.name.lower()
     if name.endswith(".dcm"):
         raise InputError(f"{path} is a single DICOM file; give the folder holding the whole CT series")

@@ -7,6 +7,11 @@ horizontal flip with p = 0.5. Intensity: one of Gaussian blur (sigma in [0, 3]),
 (kernel 3 or 5; the paper's 4 has no centre), additive Gaussian noise (sigma in [0, 12.75] on the
 0-255 scale); then a brightness shift in [-20, 20] (0-255 scale). The paper resizes to 256 and
 centre-crops 224; here the shared preprocessing is kept and the affine works at the input size.
+
+``intensity_augment`` (issue 11) varies the look of an image so a model cannot lean on how paper figures or one
+scanner's HU rendering look: a random window / level on the [0, 1] grey scale (width x0.7-1.4, level +-0.08,
+i.e. about +-100 HU on the 1200 HU lung window), gamma 0.7-1.4, and each with p = 0.3 a Gaussian blur
+(sigma 0.3-1.5 px), Gaussian noise (sigma up to 0.04) and JPEG re-encoding (quality 30-90).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+from torchvision.io import decode_jpeg, encode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
 
@@ -51,6 +57,27 @@ def augment(batch: torch.Tensor, generator: torch.Generator | None = None) -> to
             img = img + torch.randn(img.shape, generator=g) * uniform(0.0, 12.75 / 255.0)
         img = img + uniform(-20.0, 20.0) / 255.0
         out.append(img.clamp(0.0, 1.0))
+    return torch.stack(out)
+
+
+def intensity_augment(batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``batch`` (B, 1, H, W) in [0, 1] under a random window / level, gamma, blur, noise and JPEG (a copy)."""
+    g = generator
+    uniform = partial(_uniform, generator=g)
+    out = []
+    for img in batch:
+        width, level = math.exp(uniform(math.log(0.7), math.log(1.4))), 0.5 + uniform(-0.08, 0.08)
+        img = ((img - level) / width + 0.5).clamp(0.0, 1.0)
+        img = img ** math.exp(uniform(math.log(0.7), math.log(1.4)))
+        if torch.rand((), generator=g) < 0.3:
+            sigma = uniform(0.3, 1.5)
+            img = TF.gaussian_blur(img, kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma)
+        if torch.rand((), generator=g) < 0.3:
+            img = (img + torch.randn(img.shape, generator=g) * uniform(0.0, 0.04)).clamp(0.0, 1.0)
+        if torch.rand((), generator=g) < 0.3:
+            quality = int(torch.randint(30, 91, (), generator=g))
+            img = decode_jpeg(encode_jpeg((img * 255).round().to(torch.uint8), quality=quality)).float() / 255
+        out.append(img)
     return torch.stack(out)
 
 

@@ -1,5 +1,6 @@
-"""COVID-CT's official patient-level splits as labelled slice lists, and unlabelled image folders (e.g.
-Inf-Net's unlabelled slices). Generic labelled image sets: ``CovidCTScreenLib.datasets``; HU volumes: ``volumes.py``.
+"""COVID-CT's official patient-level splits as labelled slice lists, labelled HU studies rendered to slice arrays
+(``volumes.render_studies``), and unlabelled image folders (e.g. Inf-Net's unlabelled slices). Generic labelled
+image sets: ``CovidCTScreenLib.datasets``; rendering HU volumes: ``volumes.py``.
 
 No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-image only.
 """
@@ -35,6 +36,10 @@ def _covid_ct_patients(root: Path) -> dict[str, str]:
 def covid_ct_split(root: str | Path, split: str) -> list[Item]:
     """Items of the official COVID-CT ``train`` / ``val`` split (label 1 = COVID), with patient ids."""
     root = Path(root)
+    missing = [n for n in ("CT_COVID", "CT_NonCOVID", "splits", "meta/COVID-CT-MetaInfo.csv",
+                           "meta/NonCOVID-CT-MetaInfo.csv") if not (root / n).exists()]
+    if missing:
+        raise InputError(f"{root} is not a COVID-CT folder: {', '.join(missing)} not found")
     patients = _covid_ct_patients(root)
     items = []
     for label, cls in enumerate(COVID_CT_LABELS):
@@ -73,3 +78,29 @@ def load_unlabelled_images(folder: str | Path, size: int = INPUT_SIZE, limit: in
     if limit and limit < len(files):
         files = [files[i] for i in np.linspace(0, len(files) - 1, limit).round().astype(int)]
     return load_images([Item(p, -1, p.name) for p in files], size)
+
+
+def rendered_slices(files: list[str | Path]) -> list[dict]:
+    """Labelled HU studies rendered by ``volumes.render_studies`` (numpy only: no SimpleITK on this path).
+
+    Each: images (N, size, size) float32 in [0, 1], target (N,) 0/1, slice_index, slice_label (-1 = none),
+    study_label, patient, source."""
+    studies = []
+    for f in files:
+        try:
+            with np.load(f) as z:
+                d = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise InputError(f"Cannot read rendered slices {f}: {e}") from e
+        d["images"] = d["images"].astype(np.float32)
+        for k in ("study_label", "patient", "source"):
+            d[k] = str(d[k])
+        studies.append(d)
+    return studies
+
+
+def describe_studies(studies: list[dict]) -> list[str]:
+    """One line per rendered study for the model card: patient, label, slices, positives, source."""
+    return [f"{s['patient']} ({s['study_label']}): {len(s['images'])} lung slices, {int(s['target'].sum())} "
+            f"COVID-19-positive targets ({'slice labels' if (s['slice_label'] >= 0).any() else 'study label'}); "
+            f"{Path(s['source']).name}" for s in studies]

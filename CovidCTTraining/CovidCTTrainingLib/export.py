@@ -11,7 +11,7 @@ import numpy as np
 from CovidCTScreenLib import __version__
 from CovidCTScreenLib.calibration import softmax
 from CovidCTScreenLib.metrics import binary_metrics, bootstrap_ci, youden_threshold
-from CovidCTScreenLib.model_package import ModelPackage, save_package
+from CovidCTScreenLib.model_package import SLICE_CLASSIFICATION, ModelPackage, save_package
 from CovidCTScreenLib.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
 
 from .calibrate import fit_temperature
@@ -39,7 +39,8 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
         "name": name,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "software": {"covidctscreen": __version__, "python": platform.python_version()},
-        "task": "slice classification: COVID-19 vs non-COVID-19 (axial chest CT slice)",
+        "task": SLICE_CLASSIFICATION,
+        "task_description": "slice classification: COVID-19 vs non-COVID-19 (axial chest CT slice)",
         "architecture": result.config["architecture"],
         "labels": labels,
         "positive_label": positive_label,
@@ -58,7 +59,8 @@ def export_package(result: TrainResult, out: str | Path, *, name: str, labels: l
             "hflip_tta": hflip_tta,
         },
         "calibration": {"method": "temperature scaling", "temperature": temperature, "fitted_on": data["val"]},
-        "operating_point": {"slice_threshold": threshold, "chosen_by": "Youden J on the validation split"},
+        "operating_point": {"slice_threshold": threshold, "chosen_by": "Youden J on the validation split",
+                            "placement": "midway between neighbouring validation scores (metrics.between_scores)"},
         "study_rule": {"rule": "fraction_of_positive_slices", "min_fraction": STUDY_MIN_FRACTION,
                        "source": "seed 002 (Chen et al.): 5 % proportion threshold, chosen there for sensitivity; "
                                  "no COVID-19 CT volumes are available here to tune it"},

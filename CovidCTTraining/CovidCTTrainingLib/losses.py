@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import augment
+from .augment import augment, intensity_augment
 
 
 def logits_and_features(net: nn.Module, head: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,9 +38,14 @@ class Supervised(nn.Module):
         super().__init__()
         self.net, self.label_smoothing = net, label_smoothing
         self.register_buffer("class_weight", class_weight)
+        self.intensity = False  # also vary window / level, gamma, blur, noise, JPEG (augment.intensity_augment)
+
+    def perturb(self, x, generator):
+        x = augment(x, generator)
+        return intensity_augment(x, generator) if self.intensity else x
 
     def prepare(self, x, y, u, generator):
-        return augment(x, generator), y
+        return self.perturb(x, generator), y
 
     def forward(self, x, y):
         ce = F.cross_entropy(self.net(x), y, weight=self.class_weight, label_smoothing=self.label_smoothing)
@@ -56,7 +61,7 @@ class Consistency(Supervised):
         self._head = [head]  # a plain list: the head is already registered inside net
 
     def prepare(self, x, y, u, generator):
-        return augment(x, generator), y, x, u, augment(u, generator)
+        return self.perturb(x, generator), y, x, u, self.perturb(u, generator)
 
     def forward(self, xa, y, x, u, ua):
         n, m = len(xa), len(u)
@@ -76,7 +81,7 @@ class TwoPath(Supervised):
         self.weight = weight
 
     def prepare(self, x, y, u, generator):
-        return augment(x, generator), y, augment(u, generator)
+        return self.perturb(x, generator), y, self.perturb(u, generator)
 
     def forward(self, x, y, u):
         z_sup, z_unsup = self.net.backbone.both(self.net.normalise(torch.cat([x, u])))
@@ -88,7 +93,10 @@ class TwoPath(Supervised):
 def training_loss(config, net: nn.Module, head: nn.Module, class_weight: torch.Tensor) -> Supervised:
     """The supervised or semi-supervised objective of ``config.method`` (Self-Trans fine-tunes with Supervised)."""
     if config.method == "consistency":
-        return Consistency(net, class_weight, config.label_smoothing, head, config.consistency_weight)
-    if config.method == "ssresnet":
-        return TwoPath(net, class_weight, config.label_smoothing, config.consistency_weight)
-    return Supervised(net, class_weight, config.label_smoothing)
+        loss = Consistency(net, class_weight, config.label_smoothing, head, config.consistency_weight)
+    elif config.method == "ssresnet":
+        loss = TwoPath(net, class_weight, config.label_smoothing, config.consistency_weight)
+    else:
+        loss = Supervised(net, class_weight, config.label_smoothing)
+    loss.intensity = config.intensity_augment
+    return loss

@@ -54,6 +54,10 @@ class TrainConfig:
     moco_temperature: float = 0.2
     seed: int = 0
     device: str = "auto"
+    init_model: str | None = None  # fine-tune from this model package's weights instead of ImageNet
+    freeze_blocks: int = 0  # EfficientNet-Lite0: keep the stem and the first N of its 16 blocks fixed
+    intensity_augment: bool = False  # augment.intensity_augment on every training image
+    select: str = "best"  # "best": the epoch with the best validation AUC; "last": the final epoch
 
 
 def make_config(method: str, **overrides) -> TrainConfig:
@@ -117,8 +121,12 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     device = select_device(config.device)
     torch.manual_seed(config.seed)
     net = build_network(config.architecture, num_classes)
-    if config.pretrained:
+    if config.init_model:
+        _load_package_weights(net, config.init_model, num_classes)
+    elif config.pretrained:
         load_imagenet_weights(net, config.architecture)
+    for p in (p for m in frozen_modules(net, config) for p in m.parameters()):
+        p.requires_grad = False
     net.to(device)
     unlabelled = unlabelled_images if unlabelled_images is not None else np.empty((0, *train_images.shape[1:]),
                                                                                    np.float32)
@@ -142,6 +150,25 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     return TrainResult(state_dict=copy.deepcopy(best["state"]), val_logits=predict_logits(net, val_images, device, 64),
                        val_metrics=history[best["epoch"]]["val"], best_epoch=best["epoch"] + 1, history=history,
                        config=asdict(config), image_size=int(train_images.shape[-1]))
+
+
+def _load_package_weights(net: torch.nn.Module, package: str, num_classes: int) -> None:
+    from CovidCTScreenLib.model_package import load_package
+
+    pkg = load_package(package)
+    if len(pkg.labels) != num_classes:
+        raise ValueError(f"{package} has {len(pkg.labels)} outputs; this training needs {num_classes}")
+    net.load_state_dict(pkg.build("cpu").state_dict())
+
+
+def frozen_modules(net: torch.nn.Module, config: TrainConfig) -> list[torch.nn.Module]:
+    """The modules ``config.freeze_blocks`` keeps fixed (weights and batch-norm statistics)."""
+    if not config.freeze_blocks:
+        return []
+    if config.architecture != "efficientnet-lite0":
+        raise ValueError("freeze_blocks is defined for efficientnet-lite0 only")
+    body = net.backbone
+    return [body._conv_stem, body._bn0, *body._blocks[:config.freeze_blocks]]
 
 
 def _optimizer(phase: str, loss: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -190,6 +217,8 @@ def _run_phase(index: int, phase: str, loss: torch.nn.Module, images: np.ndarray
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
+        for m in frozen_modules(net, config):
+            m.eval()
         order = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(_seed(config.seed, index, epoch)))
         sums: dict[str, float] = {}
         steps = 0
@@ -222,7 +251,7 @@ def _run_phase(index: int, phase: str, loss: torch.nn.Module, images: np.ndarray
             net.eval()
             val_logits = predict_logits(net, val_images, device, batch_size=64)
             val = binary_metrics(val_labels, torch.softmax(torch.from_numpy(val_logits), 1)[:, 1].numpy())
-            if val["auc"] > best["auc"]:
+            if val["auc"] > best["auc"] or config.select == "last":
                 best = {"auc": val["auc"], "epoch": epoch,
                         "state": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}}
         means = {k: v / max(steps, 1) for k, v in sums.items()}

@@ -7,6 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,12 +17,15 @@ DICOM_SERIES = DATA / "chest-ct" / "Lung_Dx-A0002_B40f"
 NIFTI_CT = DATA / "chest-ct" / "Lung_Dx-A0001_5mm_B.nii.gz"
 COVID_HU = DATA / "covid-hu-slices"
 COVID_CT = DATA / "covid-ct"
+COVID_CT_MD = DATA / "covid-ct-md"
+NORMAL_CT = COVID_CT_MD / "Normal subjects" / "normal002"
+COVID19_CT = COVID_CT_MD / "COVID-19 subjects" / "P002"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _real_data_present():
     """The suite runs on real data: fail loudly (never skip) when it is missing."""
-    missing = [p for p in (DICOM_SERIES, NIFTI_CT, COVID_HU, COVID_CT, SAMPLE_CT) if not p.exists()]
+    missing = [p for p in (DICOM_SERIES, NIFTI_CT, COVID_HU, COVID_CT, SAMPLE_CT, NORMAL_CT, COVID19_CT) if not p.exists()]
     if missing:
         pytest.fail(f"real test data missing: {missing} (expected ../shared/data beside the checkout, "
                     f"or set COVIDCT_DATA)", pytrace=False)
@@ -72,6 +76,43 @@ def nifti_mask(nifti_ct):
     from CovidCTScreenLib.lung_mask import lung_mask
 
     return lung_mask(nifti_ct.hu, nifti_ct.spacing)
+
+
+@pytest.fixture(scope="session")
+def normal_ct():
+    """normal002 of COVID-CT-MD: a complete normal chest CT in HU (2 mm, upper abdomen included)."""
+    from CovidCTScreenLib.volume_io import load_ct
+
+    return load_ct(NORMAL_CT)
+
+
+@pytest.fixture(scope="session")
+def normal_mask(normal_ct):
+    from CovidCTScreenLib.lung_mask import lung_mask
+
+    return lung_mask(normal_ct.hu, normal_ct.spacing)
+
+
+@pytest.fixture(scope="session")
+def covid19_ct():
+    """P002 of COVID-CT-MD: COVID-19, ground glass and consolidation in both lower lobes."""
+    from CovidCTScreenLib.volume_io import load_ct
+
+    return load_ct(COVID19_CT)
+
+
+@pytest.fixture(scope="session")
+def covid19_mask(covid19_ct):
+    from CovidCTScreenLib.lung_mask import lung_mask
+
+    return lung_mask(covid19_ct.hu, covid19_ct.spacing)
+
+
+def infected_slices(ct, row: int = 1) -> np.ndarray:
+    """Radiologists' slice labels of a COVID-CT-MD volume (``Index.csv`` row) in array order (z ascending):
+    label index i is file IM{i+1:04d}.dcm, the slices in descending location (head first)."""
+    labels = np.load(COVID_CT_MD / "Slice-level-labels-updated-1.npy")[row][: ct.shape[0]]
+    return labels[::-1].astype(bool)
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
-"""Headless batch script: every study of a folder, one report each, summary.csv, bad studies recorded."""
+"""covidct-batch (CovidCTScreenLib.batch; scripts/batch_screen.py is its headless-Slicer launcher): every study
+of a folder, one report each, summary.csv with a low-confidence column, bad studies recorded."""
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +13,12 @@ import pytest
 
 from conftest import DICOM_SERIES, REPO, SAMPLE_CT
 
+from CovidCTScreenLib import batch
+
 SCRIPT = REPO / "scripts" / "batch_screen.py"
 
 
-def _load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("batch_screen", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_finds_files_and_dicom_series(tmp_path):
-    batch = _load_script()
     (tmp_path / "a.nii.gz").symlink_to(SAMPLE_CT)
     (tmp_path / "notes.txt").write_text("not a study")
     (tmp_path / "site1").mkdir()
@@ -56,6 +50,15 @@ def test_batch_one_report_one_error(tmp_path):
         rows = {r["study"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"sample", "corrupt"}
     assert rows["sample"]["status"] == "ok" and rows["sample"]["verdict"]
+    report = json.loads(Path(rows["sample"]["report"], "report.json").read_text())
+    assert rows["sample"]["low_confidence"] == str(int(report["verdict"]["low_confidence"]))
     assert int(rows["sample"]["lung_slices"]) > 0 and Path(rows["sample"]["report"], "report.json").is_file()
     assert rows["corrupt"]["status"] == "error" and "corrupt.nrrd" in rows["corrupt"]["error"]
     assert sorted(p.name for p in out.iterdir()) == ["sample", "summary.csv"]  # no folder for the bad study
+
+
+def test_entry_point_declared():
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["covidct-batch"] == "CovidCTScreenLib.batch:main"

@@ -88,6 +88,23 @@ def test_perfect_segmentation_on_real_infnet_masks():
     assert segmentation_section(truths, empty, resamples=100)[0]["infection"]["dice"]["value"] == 0.0
 
 
+def test_operating_point_between_val_scores(val_run):
+    """The shipped threshold was exactly one val image's score (0.7665035), so float rounding flipped that image
+    and the card's sensitivity (0.65) came back as 0.633. It now lies midway between two val scores: every val
+    decision survives noise far larger than float rounding."""
+    from CovidCTScreenLib.metrics import between_scores, binary_metrics
+
+    result, _ = val_run
+    card = load_package().card
+    threshold, truth, score = card["operating_point"]["slice_threshold"], result.curves["truth"], result.curves["score"]
+    assert np.abs(score - threshold).min() > 1e-4
+    assert between_scores(score, threshold) == pytest.approx(threshold, abs=1e-6)  # placed by the rule itself
+    counts = [{k: binary_metrics(truth, score + noise, threshold)[k] for k in ("tp", "fp", "tn", "fn")}
+              for noise in (-1e-6, 0.0, 1e-6)]
+    recorded = card["validation"]["at_operating_point"]
+    assert counts == [{k: recorded[k] for k in ("tp", "fp", "tn", "fn")}] * 3
+
+
 def test_patient_bootstrap_differs_from_image_bootstrap(val_run, val_csv):
     result, _ = val_run
     y, patients = _val_labels_patients(val_csv)
@@ -113,11 +130,15 @@ def test_val_split_reproduces_the_model_card(val_run):
     assert doc["data"]["per_class"] == {"NonCOVID": 58, "COVID": 60} and doc["data"]["patients"] == 56
     op, half = doc["results"]["operating_point"], doc["results"]["threshold_0.5"]
     assert doc["thresholds"]["operating_point"] == card["operating_point"]["slice_threshold"]
-    assert op["auc"]["value"] == pytest.approx(card["validation"]["at_0.5"]["auc"], abs=1e-9)
-    assert op["auc"]["ci95"] == pytest.approx(card["validation"]["auc_95ci"], abs=1e-9)
-    for key in ("sensitivity", "specificity", "f1", "accuracy"):
-        assert op[key]["value"] == pytest.approx(card["validation"]["at_operating_point"][key], abs=1e-9)
-        assert half[key]["value"] == pytest.approx(card["validation"]["at_0.5"][key], abs=1e-9)
+    # Tolerant to float noise, not to a real change: the confusion matrices must come back exactly (the
+    # operating point lies between val scores, see test_operating_point_between_val_scores); a real change moves
+    # the AUC by at least 1 / (60 x 58) = 2.9e-4, far beyond 1e-6.
+    for section, recorded in ((op, card["validation"]["at_operating_point"]), (half, card["validation"]["at_0.5"])):
+        assert {k: section[k] for k in ("tp", "fp", "tn", "fn")} == {k: recorded[k] for k in ("tp", "fp", "tn", "fn")}
+        for key in ("sensitivity", "specificity", "f1", "accuracy"):
+            assert section[key]["value"] == pytest.approx(recorded[key], abs=1e-12)
+    assert op["auc"]["value"] == pytest.approx(card["validation"]["at_0.5"]["auc"], abs=1e-6)
+    assert op["auc"]["ci95"] == pytest.approx(card["validation"]["auc_95ci"], abs=1e-6)
     for section in (op, half):
         for key in ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "auc"):
             lo, hi = section[key]["ci95"]
@@ -216,7 +237,7 @@ def test_bad_inputs_refused_nothing_written(tmp_path, val_csv):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [(bad_label, "not one of the model's labels"), (not_csv, "header"), (empty, "not a labelled data set"),
-             (tmp_path / "missing", "does not exist"), (INFNET_MULTICLASS, "lesion segmentation model")]
+             (tmp_path / "missing", "does not exist"), (INFNET_MULTICLASS, "needs a lesion-segmentation model")]
     for data, message in cases:
         with pytest.raises(InputError, match=message):
             evaluate_to_folder(data, out, device="cpu")

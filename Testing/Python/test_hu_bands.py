@@ -74,3 +74,24 @@ def test_real_covid_slice_has_ggo():
     assert both["measured_ml"] > 5.0
     assert {GGO, CONSOLIDATION} >= set(np.unique(res.labels[res.labels > 0]).tolist())
     assert not (res.labels > 0)[~mask.lungs].any()
+
+
+def test_normal_ct_no_over_call(normal_ct, normal_mask):
+    """normal002 (a normal CT volume): dependent density, vessels and their halo, fissures and the partial volume
+    of the diaphragm are not lesion: GGO <= 2 % and consolidation <= 0.5 % of the lung."""
+    both = hu_band_extent(normal_ct.hu, normal_mask, normal_ct.spacing).totals["both"]
+    assert both["ggo_pct"] <= 2.0 and both["consolidation_pct"] <= 0.5, both
+
+
+def test_covid_ct_extent_tracks_slice_labels(covid19_ct, covid19_mask):
+    """P002 (COVID-19): ground glass is clearly measured, and the per-slice lesion fraction ranks the radiologists'
+    infected slices above the others."""
+    from conftest import infected_slices
+
+    from CovidCTScreenLib.metrics import roc_auc
+
+    res = hu_band_extent(covid19_ct.hu, covid19_mask, covid19_ct.spacing)
+    assert res.totals["both"]["ggo_pct"] > 3.0
+    ks = [row["slice"] for row in res.per_slice]
+    lesion = [row["both"]["lesion_pct"] for row in res.per_slice]
+    assert roc_auc(infected_slices(covid19_ct)[ks], np.array(lesion)) > 0.65

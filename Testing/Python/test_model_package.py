@@ -44,3 +44,50 @@ def test_weights_are_hash_checked(tmp_path):
     (copy / CARD_NAME).write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
         load_package(copy)
+
+
+def test_card_is_typed_and_validated_at_load(tmp_path):
+    """model.json is checked into a typed ModelCard at load: a task field, and every field the code runs on."""
+    import json
+
+    from CovidCTScreenLib.model_package import LESION_SEGMENTATION, SLICE_CLASSIFICATION, ModelCard
+
+    classifier, lesions = load_package(), load_package("covidct-lesion-unet-v1")
+    assert classifier.task == SLICE_CLASSIFICATION and lesions.task == LESION_SEGMENTATION
+    info = classifier.info
+    assert isinstance(info, ModelCard) and info.labels == ("NonCOVID", "COVID") and info.positive_index == 1
+    assert info.input_size == 224 and info.hu_window == LUNG_WINDOW
+    assert info.slice_threshold == classifier.card["operating_point"]["slice_threshold"]
+    assert lesions.info.input_size == 256 and lesions.info.positive_label is None
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(MODELS_DIR / DEFAULT_MODEL, copy)
+    card = json.loads((copy / CARD_NAME).read_text())
+    for broken, message in ((dict(card, task="detection"), "task 'detection'"),
+                            (dict(card, positive_label="Pneumonia"), "positive_label"),
+                            (dict(card, operating_point={"slice_threshold": 1.5}), "operating_point.slice_threshold"),
+                            ({k: v for k, v in card.items() if k != "input"}, "input.spatial_shape missing")):
+        (copy / CARD_NAME).write_text(json.dumps(broken))
+        with pytest.raises(InputError, match=message):
+            load_package(copy)
+
+
+def test_available_models_by_task():
+    from CovidCTScreenLib.model_package import LESION_SEGMENTATION, SLICE_CLASSIFICATION
+
+    assert available_models(task=SLICE_CLASSIFICATION) == [DEFAULT_MODEL]
+    assert available_models(task=LESION_SEGMENTATION) == ["covidct-lesion-unet-v1"]
+    assert sorted(available_models()) == sorted(available_models(SLICE_CLASSIFICATION)
+                                                + available_models(LESION_SEGMENTATION))
+
+
+def test_one_card_renderer():
+    """card_summary is the one text rendering of a card (CLI, both Slicer modules)."""
+    from CovidCTScreenLib.model_package import card_summary
+
+    lines = card_summary(load_package().card)
+    assert lines[0].startswith(f"Model {DEFAULT_MODEL} (efficientnet-lite0)")
+    assert any(line.startswith("Validation at the operating point: auc 0.858") for line in lines)
+    assert any("Slice threshold 0.766" in line for line in lines)
+    seg = card_summary(load_package("covidct-lesion-unet-v1").card)
+    assert any("pooled Dice" in line for line in seg)

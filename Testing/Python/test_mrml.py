@@ -230,10 +230,11 @@ def _fake_result(ct, mask) -> ScreenResult:
     lung = np.flatnonzero(mask.lungs.sum(axis=(1, 2)) > 2000)
     pos = np.linspace(0.05, 0.95, len(lung)).astype(np.float32)
     card = {"name": "test-card", "architecture": "none", "labels": ["NonCOVID", "COVID"], "positive_label": "COVID",
-            "task": "test", "weights_sha256": "0" * 64, "training": {"train": "none"},
+            "task": "slice-classification", "weights_sha256": "0" * 64, "training": {"train": "none"},
+            "operating_point": {"slice_threshold": 0.5}, "study_rule": {"min_fraction": 0.05},
             "validation": {"split": "none", "at_operating_point": {"auc": 0, "sensitivity": 0, "specificity": 0,
                                                                   "f1": 0}},
-            "calibration": {"temperature": 1.0}, "input": {"spatial_shape": [224, 224]}}
+            "calibration": {"temperature": 1.0}, "input": {"spatial_shape": [224, 224], "hu_window": [-1100, 100]}}
     heat = np.zeros(ct.shape, np.float32)
     heat[lung] = np.where(mask.lungs[lung], pos[:, None, None], 0)
     return ScreenResult(volume=ct, mask=mask, model=ModelPackage(path=ct.source, card=card), slice_indices=lung,
@@ -312,3 +313,33 @@ def test_lesion_segments_from_a_report_with_manifestations(scene, dicom_ct, dico
         names = {value: segment[1] for value, segment in mrml.LESION_SEGMENTS.items()}
         np.testing.assert_array_equal(mrml.labels_from_segmentation(seg, ct_node, names), truth)
         assert seg.GetAttribute(mrml.ATTR_SOURCE) == ct_node.GetID()
+
+
+def test_existing_lung_segmentation_as_lung_mask(scene, dicom_ct, dicom_mask, tmp_path):
+    """A lung segmentation the user has (TotalSegmentator lobe names, plus a non-lung segment) becomes the worker's
+    --lung-mask file: 1 right, 2 left on the CT grid, read back by read_lung_mask with the node's name."""
+    from CovidCTScreenLib.errors import InputError
+    from CovidCTScreenLib.lung_mask import read_lung_mask
+
+    ct_node = mrml.ct_volume_to_node(dicom_ct, "ct", scene)
+    labels = dicom_mask.labels
+    lobes = np.zeros_like(labels)
+    mid = labels.shape[0] // 2
+    lobes[:mid][labels[:mid] == 1], lobes[mid:][labels[mid:] == 1] = 3, 4
+    lobes[labels == 2] = 5
+    lobes[(labels == 0) & (dicom_ct.hu > 300)] = 6
+    segments = {3: ("a", "lung_lower_lobe_right", (1, 0, 0), ""), 4: ("b", "lung_upper_lobe_right", (1, 1, 0), ""),
+                5: ("c", "lung_upper_lobe_left", (0, 1, 0), ""), 6: ("d", "vertebrae_T8", (1, 1, 1), "")}
+    seg = mrml.labelmap_segmentation_node(lobes, dicom_ct.spacing, dicom_ct.origin, dicom_ct.direction, segments,
+                                          "lobes", "TotalSegmentator", reference_node=ct_node, scene=scene)
+    path = mrml.write_lung_mask_file(seg, ct_node, tmp_path / "lung_mask.nrrd")
+    got = read_lung_mask(path, dicom_ct, seg.GetName())
+    np.testing.assert_array_equal(got.labels, labels)
+    assert got.source["source"] == "Slicer segmentation TotalSegmentator"
+    saved = mrml.write_node(seg, tmp_path / "lobes.seg.nrrd")  # as Slicer saves it: the CLI's --lung-mask FILE
+    np.testing.assert_array_equal(read_lung_mask(saved, dicom_ct).labels, labels)
+    bones = mrml.labelmap_segmentation_node((lobes == 6).astype(np.uint8), dicom_ct.spacing, dicom_ct.origin,
+                                            dicom_ct.direction, {1: ("d", "bone", (1, 1, 1), "")}, "bones", "bones",
+                                            reference_node=ct_node, scene=scene)
+    with pytest.raises(InputError, match="no lung segment"):
+        mrml.write_lung_mask_file(bones, ct_node, tmp_path / "none.nrrd")

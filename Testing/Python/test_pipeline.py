@@ -142,3 +142,38 @@ def test_manifestations_side_by_side(report_dir):
     assert len(m["per_slice_pct"]) > 0 and "heuristic" in m["possible_fibrotic_streaks"]["limits"].lower()
     assert "not validated" in m["caution"]
     assert any(n.startswith("lesions_slice_") for n in (p.name for p in out.iterdir()))
+
+
+def test_user_lung_mask_cli_and_api(report_dir, tmp_path):
+    """--lung-mask: the report's lung mask of the first run, given back as a binary NIfTI, is used and named in
+    report.json; a mask on another grid is refused with one error line and exit 2, writing nothing."""
+    out, result = report_dir
+    computed = json.loads((out / "report.json").read_text())["lung_mask"]
+    assert computed["source"] == "computed (lung_mask.py)"
+    mask_img = sitk.ReadImage(str(out / "lung_mask.nrrd"))
+    binary = sitk.Cast(mask_img > 0, sitk.sitkUInt8)
+    sitk.WriteImage(binary, str(tmp_path / "my lungs.nii.gz"))
+    exe = [sys.executable, "-m", "CovidCTScreenLib.cli"]
+    ok = subprocess.run(exe + [str(SAMPLE_CT), "--out", str(tmp_path / "r"), "--device", "cpu", "--quiet",
+                               "--no-heatmap", "--no-lesions", "--lung-mask", str(tmp_path / "my lungs.nii.gz")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["lung_mask"]["source"] == "user file my lungs.nii.gz" and "binary" in rep["lung_mask"]["method"]
+    used = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "r" / "lung_mask.nrrd")))
+    assert (used == sitk.GetArrayFromImage(mask_img)).mean() > 0.999  # split into the same right / left lungs
+    shifted = sitk.Image(binary)
+    shifted.SetOrigin(tuple(o + 5.0 for o in binary.GetOrigin()))
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nrrd"))
+    bad = subprocess.run(exe + [str(SAMPLE_CT), "--out", str(tmp_path / "bad"), "--quiet", "--no-heatmap",
+                                "--lung-mask", str(tmp_path / "shifted.nrrd")], capture_output=True, text=True)
+    errors = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 2 and len(errors) == 1 and "not on the CT grid" in errors[0], bad.stderr
+    assert not (tmp_path / "bad").exists()
+    from CovidCTScreenLib.lung_mask import LungMask
+
+    given = LungMask(labels=result.mask.labels, body=result.mask.body, source={"source": "Slicer segmentation x",
+                                                                               "method": "test"})
+    api = screen_to_folder(SAMPLE_CT, tmp_path / "api", device="cpu", heatmap=False, lesions=False, lung_mask=given)
+    assert api.mask is given
+    assert json.loads((tmp_path / "api" / "report.json").read_text())["lung_mask"]["source"] == "Slicer segmentation x"

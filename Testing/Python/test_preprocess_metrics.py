@@ -60,8 +60,10 @@ def test_binary_metrics_hand_case():
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 3)
     assert m["sensitivity"] == 0.75 and m["specificity"] == 0.75 and m["ppv"] == 0.75 and m["npv"] == 0.75
     assert m["f1"] == 0.75 and m["accuracy"] == 0.75
-    # J = sens + spec - 1 is 0.5 at 0.7 (2/4, 4/4) and at 0.55 (3/4, 3/4), lower elsewhere: the higher one wins
-    assert youden_threshold(y, s) == 0.7
+    # J = sens + spec - 1 is 0.5 at 0.7 (2/4, 4/4) and at 0.55 (3/4, 3/4), lower elsewhere: the higher one wins,
+    # placed midway to the next lower score (0.6) so that no score lies on it
+    assert youden_threshold(y, s) == pytest.approx(0.65, abs=1e-12)
+    assert binary_metrics(y, s, youden_threshold(y, s))["tp"] == binary_metrics(y, s, 0.7)["tp"]
 
 
 def test_softmax_temperature():

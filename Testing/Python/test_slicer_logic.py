@@ -7,7 +7,6 @@ MRML nodes, the worker process and the report is real.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -81,14 +80,19 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     assert (target / "report.json").is_file() and (target / "verdict_override.json").is_file()
     with pytest.raises(RuntimeError, match="already exists"):
         logic.exportReport(result["reportFolder"], target)
-    # a second run can fill the same output nodes
-    again = logic.process(node, device="cpu", heatmap=False,
+    # a second run can fill the same output nodes, and take an existing lung segmentation as its lung mask
+    lungs_before = mrml.labels_from_segmentation(result["segmentation"], node)
+    again = logic.process(node, device="cpu", heatmap=False, lungSegmentation=result["segmentation"],
                           outputNodes={"segmentation": result["segmentation"], "table": result["table"],
                                        "chart": result["chart"]})
+    assert again["report"]["lung_mask"]["source"] == f"Slicer segmentation {result['segmentation'].GetName()}"
+    np.testing.assert_array_equal(mrml.labels_from_segmentation(again["segmentation"], node), lungs_before)
     assert again["segmentation"] is result["segmentation"] and again["table"] is result["table"]
     assert again["heatmap"] is None and again["chart"].GetNumberOfPlotSeriesNodes() == 2
-    for run in (result, again):  # the logic keeps each report in a work folder for "Export report"
-        shutil.rmtree(Path(run["reportFolder"]).parent)
+    # the temporary work folders do not pile up: a new run replaces the last one, the widget's cleanup removes it
+    assert not Path(result["reportFolder"]).exists() and Path(again["reportFolder"], "report.json").is_file()
+    logic.removeWorkFolder()
+    assert not Path(again["reportFolder"]).parent.exists()
 
 
 @pytest.mark.slow
@@ -118,3 +122,4 @@ def test_dicom_folder_series_selector_and_dicom_outputs(module, scene, tmp_path)
     numbers = slicer.util.arrayFromTableColumn(result["table"], "instance")
     assert numbers.tolist() == [s["instance_number"] for s in report["slices"]]
     assert all(p.exists() for p in folder.iterdir())  # the DICOM folder is never removed or changed
+    logic.removeWorkFolder()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import io
 import re
 import subprocess
 import sys
@@ -22,7 +21,8 @@ UI = {name: REPO / "Resources" / "UI" / f"{name}.ui" for name in MODULES}
 BATCH = REPO / "scripts" / "batch_screen.py"
 GLUE = [REPO / "CovidCTScreen" / "CovidCTScreenLib" / name for name in ("mrml.py", "worker.py")]
 LIGHT_LIB_MODULES = {"CovidCTScreenLib", "CovidCTScreenLib.errors", "CovidCTScreenLib.model_package",
-                     "CovidCTScreenLib.worker", "CovidCTScreenLib.verdict", "CovidCTScreenLib.mrml"}
+                     "CovidCTScreenLib.worker", "CovidCTScreenLib.verdict", "CovidCTScreenLib.mrml",
+                     "CovidCTScreenLib.process_runner", "CovidCTScreenLib.batch", "CovidCTScreenLib.options"}
 SLICER_SIDE = {"slicer", "qt", "ctk", "vtk", "SampleData", "PyTorchUtils"}
 HEAVY = ("torch", "torchvision", "monai", "SimpleITK", "skimage", "matplotlib", "pydicom", "scipy",
          "efficientnet_lite_pytorch", "safetensors")
@@ -256,23 +256,12 @@ def test_missing_requirements_helper(tmp_path):
     assert ns["missingRequirements"](req) == ["pytest>=999.0", "no-such-package-xyz>=1"]
 
 
-def test_training_progress_parser_reads_real_tqdm_output():
-    """The parser in CovidCTTraining.py against what tqdm really prints for covidct-train's bar."""
-    from tqdm import tqdm
-
-    parse = _module_function(MODULES["CovidCTTraining"], "parseTrainingOutput")
-    stream = io.StringIO()
-    bar = tqdm(total=5, unit="epoch", desc="training", file=stream, mininterval=0)
-    for epoch, auc in ((1, 0.71), (2, 0.801)):
-        bar.update(epoch - bar.n)
-        bar.set_postfix(loss="0.512", val_auc=f"{auc:.3f}", best=f"{auc:.3f}@{epoch}", s="12")
-    bar.close()
-    text = stream.getvalue() + "\nexported /tmp/pkg: val AUC 0.850, F1 0.760, accuracy 0.770 (best epoch 2)\n"
-    state = parse(text)
-    assert (state["epoch"], state["epochs"]) == (2, 5)
-    assert state["loss"] == 0.512 and state["val_auc"] == 0.801
-    assert (state["best_auc"], state["best_epoch"], state["seconds"]) == (0.801, 2, 12.0)
-    assert state["package"] == "/tmp/pkg" and state["final"]["auc"] == 0.85 and state["final"]["best_epoch"] == 2
+def test_no_tqdm_scraping_and_no_runner_shared_across_modules():
+    """Both modules run their jobs through CovidCTScreenLib.process_runner; no regex over progress bars."""
+    for name, path in MODULES.items():
+        text = path.read_text()
+        assert "process_runner" in text and "_QtWorkerRun" not in text and "tqdm" not in text, name
+        assert "qt.QProcess" not in text, name
 
 
 def test_training_gui_offers_every_implemented_method():

@@ -59,7 +59,7 @@ def test_one_epoch_run_exports_and_registers_the_model(module, tmp_path):
     assert result["card"]["validation"]["at_0.5"]["auc"] == pytest.approx(result["final"]["auc"], abs=1e-3)
     # offered in COVID CT Screen's model list (shared settings key)
     assert _Settings.store[module.USER_MODELS_KEY] == [str((tmp_path / "pkg").resolve())]
-    assert "validated on" in module.formatMetrics(result["card"])
+    assert "Validation data: COVID-CT official val split" in module.formatMetrics(result["card"])
 
 
 def test_evaluate_section_runs_covidct_evaluate(module, tmp_path):
@@ -76,6 +76,6 @@ def test_evaluate_section_runs_covidct_evaluate(module, tmp_path):
     assert result["metrics"]["data"]["items"] == 6 and events[-1] == 1.0 and not logic.isEvaluating
     with pytest.raises(ValueError, match="does not exist"):
         logic.evaluate(tmp_path / "missing", tmp_path / "r2")
-    with pytest.raises(RuntimeError, match="Input refused: .*lesion segmentation model"):
+    with pytest.raises(RuntimeError, match="Input refused: .*lesion-segmentation model"):
         logic.evaluate(DATA / "infnet-semiseg" / "multiclass", tmp_path / "r3", device="cpu")
     assert not (tmp_path / "r3").exists()

@@ -74,7 +74,7 @@ def test_kill_mid_run_leaves_no_output(tmp_path, model_path):
                 break
     proc.wait(timeout=60)
     assert "lung mask" in stages and proc.returncode == -signal.SIGKILL
-    worker._remove_partial(out)  # what the widget does after a kill
+    worker.remove_partial(out)  # what the widget does after a kill
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert tree_digest(SAMPLE_CT) == digest
 
