@@ -229,7 +229,8 @@ def _score_studies(path, package, device, thresholds, batch_size, resamples, pro
     for n, item in enumerate(items):
         _check_cancel(cancel)
         try:
-            r = screen(item.path, model=package, device=device, batch_size=batch_size, heatmap=False, cancel=cancel)
+            r = screen(item.path, model=package, device=device, batch_size=batch_size, heatmap=False, cancel=cancel,
+                       lesion_net=False)  # the lesion UNet's output is not used here
             screened.append((item, r.slice_indices, r.positive_probability, str(r.device)))
         except InputError as e:  # one unreadable study must not hide the others: it is listed, not scored
             failed.append({"study": str(item.path), "error": str(e)})

@@ -79,7 +79,7 @@ class LungMask:
 
     def volumes_ml(self, spacing: tuple[float, float, float]) -> dict[str, float]:
         voxel_ml = float(np.prod(spacing)) / 1000.0
-        counts = np.bincount(self.labels.ravel(), minlength=3)
+        counts = {side: np.count_nonzero(self.labels == side) for side in (RIGHT, LEFT)}  # bincount: int64 copy
         return {"right": counts[RIGHT] * voxel_ml, "left": counts[LEFT] * voxel_ml,
                 "total": (counts[RIGHT] + counts[LEFT]) * voxel_ml}
 

@@ -6,11 +6,13 @@ its 2 mm rim), so they can be compared directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from .errors import Cancelled
 from .hu_bands import SIDES, extent, hu_band_extent
 
 GGO, CONSOLIDATION = 1, 2
@@ -19,25 +21,31 @@ NAMES = {GGO: "ground-glass opacity", CONSOLIDATION: "consolidation"}
 CAUTION = ("Extent figures are research measurements, not validated on CT volumes: the HU bands also count "
            "dependent density, atelectasis and partial-volume vessels; the lesion UNet was trained on 40 8-bit "
            "Inf-Net slices and on real HU slices it agrees poorly with the HU bands (docs/lesions_agreement.md).")
+SLAB = 16  # slices per step where a whole-volume step would hold temporaries or a cancel for long
 
 
 @dataclass
 class Manifestations:
     hu_bands: np.ndarray  # (z, y, x) uint8 0/1 GGO/2 consolidation
-    learned: np.ndarray  # (z, y, x) uint8 0/1 GGO/2 consolidation
+    learned: np.ndarray | None  # (z, y, x) uint8 0/1 GGO/2 consolidation; None when the UNet was not run
     streaks: np.ndarray  # (z, y, x) bool, possible fibrotic streak pixels
     summary: dict  # the report's "manifestations" section
+    timings: dict = field(default_factory=dict)  # seconds per step
 
 
 def by_lung(labels: np.ndarray, lung_labels: np.ndarray, measured: np.ndarray, spacing) -> dict:
-    """{"right", "left", "both"} extent of a GGO/consolidation label map inside the measured lung."""
+    """{"right", "left", "both"} extent of a GGO/consolidation label map inside the measured lung.
+    Counted slab by slab with ``count_nonzero`` (no volume-sized copies)."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    out = {}
-    for name, sel in [("both", lung_labels > 0)] + [(SIDES[s], lung_labels == s) for s in SIDES]:
-        m = measured & sel
-        out[name] = extent(int((labels[m] == GGO).sum()), int((labels[m] == CONSOLIDATION).sum()), int(sel.sum()),
-                           int(m.sum()), voxel_ml)
-    return out
+    counts = {name: np.zeros(4, np.int64) for name in ("both", *SIDES.values())}
+    for z in range(0, len(labels), SLAB):
+        lab, lung, meas = labels[z:z + SLAB], lung_labels[z:z + SLAB], measured[z:z + SLAB]
+        ggo, cons = lab == GGO, lab == CONSOLIDATION
+        for name, sel in [("both", lung > 0)] + [(SIDES[s], lung == s) for s in SIDES]:
+            m = meas & sel
+            counts[name] += (np.count_nonzero(ggo & m), np.count_nonzero(cons & m), np.count_nonzero(sel),
+                             np.count_nonzero(m))
+    return {name: extent(*c.tolist(), voxel_ml) for name, c in counts.items()}
 
 
 def dominant(totals: dict) -> str:
@@ -48,43 +56,73 @@ def dominant(totals: dict) -> str:
 
 
 def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
-            progress: Callable[[float], None] | None = None) -> Manifestations:
-    """HU-band and learned extent, possible fibrotic streaks, and their report summary for one CT."""
+            progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
+            learned: bool = True) -> Manifestations:
+    """HU-band and learned extent, possible fibrotic streaks, and their report summary for one CT.
+    ``learned=False`` skips the lesion UNet (``learned`` is then None). ``cancel()`` raises ``Cancelled``
+    between steps and slabs."""
     from .fibrosis import detect_streaks
-    from .lesion_seg import load_lesion_model, predict_hu
 
+    def check_cancel():
+        if cancel and cancel():
+            raise Cancelled("cancelled while measuring lesions")
+
+    timings = {}
+    t = time.perf_counter()
     bands = hu_band_extent(volume.hu, mask.labels, volume.spacing)
+    timings["hu_bands_s"] = time.perf_counter() - t
     if progress:
         progress(0.2)
-    model = load_lesion_model(lesion_model, device)
-    learned = predict_hu(model, volume.hu, mask)
+    check_cancel()
+    labels, card = None, None
+    if learned:
+        from .lesion_seg import load_lesion_model, predict_hu
+
+        t = time.perf_counter()
+        model = load_lesion_model(lesion_model, device)
+        card = model.package.card
+        labels = np.zeros(volume.shape, np.uint8)
+        for z in range(0, volume.shape[0], SLAB):  # slab by slab: a cancel is seen within one slab
+            check_cancel()
+            labels[z:z + SLAB] = predict_hu(model, volume.hu[z:z + SLAB], mask.labels[z:z + SLAB])
+        timings["unet_s"] = time.perf_counter() - t
     if progress:
         progress(0.7)
-    streaks = detect_streaks(volume.hu, mask.labels, volume.spacing)
+    t = time.perf_counter()
+    streaks = detect_streaks(volume.hu, mask.labels, volume.spacing, cancel)
+    timings["streaks_s"] = time.perf_counter() - t
     if progress:
         progress(1.0)
-    learned_totals = by_lung(learned, mask.labels, bands.measured, volume.spacing)
+    t = time.perf_counter()
     band_totals = by_lung(bands.labels, mask.labels, bands.measured, volume.spacing)
-    card = model.package.card
     per_slice = []
     for row in bands.per_slice:
         k = row["slice"]
-        learned_k = by_lung(learned[k], mask.labels[k], bands.measured[k], volume.spacing)["both"]
-        per_slice.append({"slice": k, "hu_bands": _pct(row["both"]), "learned": _pct(learned_k)})
+        per_slice.append({"slice": k, "hu_bands": _pct(row["both"])})
+        if learned:
+            per_slice[-1]["learned"] = _pct(by_lung(labels[k], mask.labels[k], bands.measured[k],
+                                                    volume.spacing)["both"])
+    if learned:
+        learned_totals = by_lung(labels, mask.labels, bands.measured, volume.spacing)
+        learned_summary = {"method": f"lesion UNet {card['name']} (lesion_seg.py)",
+                           "trained_on": {k: card["training"][k] for k in ("dataset", "split")},
+                           "held_out_dice": {k: round(v["dice_pooled"], 3)
+                                             for k, v in card["validation"]["scores"].items()},
+                           "per_lung": _rounded(learned_totals), "dominant": dominant(learned_totals)}
+    else:
+        learned_summary = {"not_assessed": "the lesion UNet was not run"}
     summary = {
         "hu_bands": {"method": "HU bands inside the lung (hu_bands.py): GGO -750..-300 HU, consolidation "
                                "-300..+50 HU, thin vessels and a 2 mm rim left out; training-free",
                      "per_lung": _rounded(band_totals), "dominant": dominant(band_totals)},
-        "learned": {"method": f"lesion UNet {card['name']} (lesion_seg.py)", "trained_on": {k: card["training"][k] for k in ("dataset", "split")},
-                    "held_out_dice": {k: round(v["dice_pooled"], 3)
-                                                         for k, v in card["validation"]["scores"].items()},
-                    "per_lung": _rounded(learned_totals), "dominant": dominant(learned_totals)},
+        "learned": learned_summary,
         "per_slice_pct": per_slice,
         "possible_fibrotic_streaks": {"candidates": len(streaks.candidates), "slices": streaks.per_slice,
                                       "limits": streaks.limits},
         "caution": CAUTION,
     }
-    return Manifestations(bands.labels, learned, streaks.mask, summary)
+    timings["summary_s"] = time.perf_counter() - t
+    return Manifestations(bands.labels, labels, streaks.mask, summary, timings)
 
 
 def _pct(e: dict) -> dict:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -56,16 +59,66 @@ def _stage_reporter(progress: Progress | None, stage: str) -> Callable[[float], 
     return report
 
 
+@contextmanager
+def cancel_watch(cancel: Callable[[], bool] | None, poll_s: float = 0.1):
+    """Make ``cancel()`` stop the job within ``poll_s`` at any point of the Python code, also inside loops that
+    have no cancel hook of their own (lung mask, HU bands): a watcher thread polls ``cancel()`` and interrupts
+    the main thread, where the interrupt is raised as ``Cancelled``. A call that stays in C (one network batch,
+    one SciPy filter) finishes first. Off the main thread only the explicit checks between steps remain."""
+    if cancel is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import _thread
+
+    fired, done = threading.Event(), threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):
+        if fired.is_set():
+            raise Cancelled("cancelled by the user")
+        if callable(previous):
+            return previous(signum, frame)
+        raise KeyboardInterrupt
+
+    def watch():
+        while not done.wait(poll_s):
+            if cancel():
+                fired.set()
+                _thread.interrupt_main()
+                return
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    watcher = threading.Thread(target=watch, name="covidct-cancel-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        try:
+            watcher.join()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | ModelPackage | None = None,
            device: str = "auto", batch_size: int | None = None, heatmap: bool = True, lesions: bool = True,
            progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
            lung_mask: str | os.PathLike | LungMask | None = None, lung_mask_name: str | None = None,
-           series: str | None = None) -> ScreenResult:
+           lesion_net: bool = True, series: str | None = None) -> ScreenResult:
     """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``;
     ``series`` picks a series UID of a DICOM folder holding several (default: ``volume_io.choose_series``).
-    ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``).
+    ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``);
+    ``lesion_net=False`` leaves the lesion UNet out of it.
     ``lung_mask``: a lung mask the user has (file on the CT grid, see ``lung_mask.read_lung_mask``, or a
-    ``LungMask``) instead of the computed one; ``lung_mask_name`` names it in the report (a Slicer segmentation)."""
+    ``LungMask``) instead of the computed one; ``lung_mask_name`` names it in the report (a Slicer segmentation).
+    ``cancel()`` turning true raises ``Cancelled`` (see ``cancel_watch``)."""
+    with cancel_watch(cancel):
+        return _screen(source, model, device, batch_size, heatmap, lesions, progress, cancel, lung_mask,
+                       lung_mask_name, lesion_net, series)
+
+
+def _screen(source, model, device, batch_size, heatmap, lesions, progress, cancel, lung_mask, lung_mask_name,
+            lesion_net, series) -> ScreenResult:
     from .explain import to_volume
     from .inference import lung_slices, probabilities_and_gradcam, select_device
 
@@ -123,22 +176,29 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
         from .manifestations import measure
 
         t = time.perf_counter()
-        found = measure(volume, mask, device=str(dev), progress=_stage_reporter(progress, "lesions"))
+        found = measure(volume, mask, device=str(dev), progress=_stage_reporter(progress, "lesions"), cancel=cancel,
+                        learned=lesion_net)
         timings["lesions_s"] = time.perf_counter() - t
+        timings.update({f"lesions_{k}": v for k, v in found.timings.items()})
     _stage_reporter(progress, "lesions")(1.0)
+    check_cancel()
     return ScreenResult(volume=volume, mask=mask, model=package, slice_indices=slices.indices,
                         probabilities=probabilities, heatmap=heat, verdict=verdict, device=str(dev),
                         manifestations=found, timings=timings)
 
 
 def screen_to_folder(source: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False,
-                     progress: Progress | None = None, **kwargs) -> ScreenResult:
-    """``screen`` and write the report folder (all or nothing)."""
+                     progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+                     **kwargs) -> ScreenResult:
+    """``screen`` and write the report folder (all or nothing; a cancel while writing leaves nothing)."""
     from .output_folder import check_output_folder
     from .report import write_report
 
     check_output_folder(out_dir, overwrite, inputs=[] if isinstance(source, CTVolume) else [source])
-    result = screen(source, progress=progress, **kwargs)
-    write_report(result, out_dir, overwrite=overwrite)
+    with cancel_watch(cancel):
+        result = screen(source, progress=progress, cancel=cancel, **kwargs)
+        t = time.perf_counter()
+        write_report(result, out_dir, overwrite=overwrite)
+        result.timings["report_s"] = time.perf_counter() - t
     _stage_reporter(progress, "report")(1.0)
     return result

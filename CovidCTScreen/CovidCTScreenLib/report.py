@@ -114,7 +114,7 @@ def _named_manifestations(volume, summary: dict) -> dict:
 
 def _write_csv(result, path: Path) -> None:
     labels = [CLASS_DISPLAY.get(lab, lab) for lab in result.model.labels]
-    area = result.mask.lungs.sum(axis=(1, 2)) * result.volume.spacing[0] * result.volume.spacing[1] / 100.0
+    area = _per_slice_count(result.mask.labels) * result.volume.spacing[0] * result.volume.spacing[1] / 100.0
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["slice", "z_mm", "instance_number", "lung_area_cm2"] + [f"p_{lab}" for lab in labels]
@@ -127,10 +127,15 @@ def _write_csv(result, path: Path) -> None:
                        + [int(row[result.model.positive_index] >= result.verdict.slice_threshold)])
 
 
-def _write_image(result, array: np.ndarray, path: Path) -> None:
-    import SimpleITK as sitk
+def _per_slice_count(labels: np.ndarray) -> np.ndarray:
+    """Non-zero voxels of each axial slice (no volume-sized temporary)."""
+    return np.count_nonzero(labels.reshape(len(labels), -1), axis=1)
 
-    sitk.WriteImage(result.volume.like(array), str(path), useCompression=True)
+
+def _write_image(result, array: np.ndarray, path: Path) -> None:
+    from .volume_io import write_nrrd
+
+    write_nrrd(result.volume, array, path)
 
 
 DISPLAY_WINDOW = (1500.0, -600.0)  # (width, level) HU: the radiologists' lung window for every picture
@@ -348,12 +353,16 @@ def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) ->
         scores_png(result, tmp / files["scores_plot"], keys)
         if result.manifestations is not None:
             found = result.manifestations
-            files |= {"lesions_hu_bands": "lesions_hu_bands.nrrd", "lesions_learned": "lesions_learned.nrrd",
+            files |= {"lesions_hu_bands": "lesions_hu_bands.nrrd",
                       "fibrotic_streak_candidates": "fibrotic_streak_candidates.nrrd"}
             _write_image(result, found.hu_bands, tmp / files["lesions_hu_bands"])
-            _write_image(result, found.learned, tmp / files["lesions_learned"])
-            _write_image(result, found.streaks.astype(np.uint8), tmp / files["fibrotic_streak_candidates"])
-            k = int(np.argmax((found.hu_bands > 0).sum(axis=(1, 2)) + (found.learned > 0).sum(axis=(1, 2))))
+            _write_image(result, found.streaks.view(np.uint8), tmp / files["fibrotic_streak_candidates"])
+            per_slice = _per_slice_count(found.hu_bands)
+            if found.learned is not None:
+                files["lesions_learned"] = "lesions_learned.nrrd"
+                _write_image(result, found.learned, tmp / files["lesions_learned"])
+                per_slice = per_slice + _per_slice_count(found.learned)
+            k = int(np.argmax(per_slice))
             files["lesions_plot"] = f"lesions_slice_{k:03d}.png"
             lesions_png(result, k, tmp / files["lesions_plot"])
         vmax = heat_scale(result)

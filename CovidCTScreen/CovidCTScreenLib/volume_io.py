@@ -23,7 +23,8 @@ HU_RANGE = (-3100.0, 40000.0)  # -3024 is the lowest padding scanners write
 
 @dataclass
 class CTVolume:
-    """HU voxels as a (z, y, x) float32 array plus the LPS geometry SimpleITK reports."""
+    """HU voxels as a (z, y, x) array plus the LPS geometry SimpleITK reports. ``load_ct`` gives int16 when the
+    file's HU are whole numbers within int16 (scanner CT: half the memory of float32), else float32."""
 
     hu: np.ndarray
     spacing: tuple[float, float, float]  # (x, y, z) mm
@@ -210,17 +211,24 @@ def _refuse_unreadable(folder: Path, files: list[Path], series: set[str]) -> Non
                          f"the series); re-export the complete series")
 
 
-def _check_gzip(path: Path) -> None:
-    """ITK reads a truncated .nii.gz as zeros without complaint; decompress it once to be sure it is whole."""
+def _read_gzipped(path: Path):
+    """Read a gzipped volume with a single decompression: Python's gzip (which checks length and CRC; ITK reads a
+    truncated or corrupt .gz as zeros or garbage without complaint) writes it to a temporary file ITK then reads."""
     import gzip
+    import shutil
+    import tempfile
     import zlib
 
-    try:
-        with gzip.open(path, "rb") as f:
-            while f.read(1 << 22):
-                pass
-    except (OSError, EOFError, zlib.error) as e:
-        raise InputError(f"Cannot read {path}: the file is corrupt or truncated ({e})") from e
+    import SimpleITK as sitk
+
+    with tempfile.TemporaryDirectory(prefix="covidct-read-") as tmp:
+        plain = Path(tmp) / path.name[:-3]
+        try:
+            with gzip.open(path, "rb") as f, open(plain, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 22)
+        except (OSError, EOFError, zlib.error) as e:
+            raise InputError(f"Cannot read {path}: the file is corrupt or truncated ({e})") from e
+        return sitk.ReadImage(str(plain))
 
 
 def _read_image(path: Path, series_uid: str | None = None):
@@ -248,10 +256,8 @@ def _read_image(path: Path, series_uid: str | None = None):
     if not name.endswith(VOLUME_SUFFIXES):
         raise InputError(f"{path}: unsupported file type; give a DICOM series folder or one of "
                          f"{', '.join(VOLUME_SUFFIXES)}")
-    if name.endswith(".gz"):
-        _check_gzip(path)
     try:
-        img = sitk.ReadImage(str(path))
+        img = _read_gzipped(path) if name.endswith(".gz") else sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise InputError(f"Cannot read {path}: the file is corrupt or not a {name.split('.', 1)[-1]} volume") from e
     return img, {"format": name.split(".", 1)[-1].upper()}, None
@@ -274,7 +280,7 @@ def load_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTVolume:
     if img.GetDimension() != 3:
         raise InputError(f"{path} is {img.GetDimension()}D; a CT volume is 3D")
     img = sitk.DICOMOrient(img, "LPS")
-    volume = CTVolume(hu=sitk.GetArrayFromImage(img).astype(np.float32), spacing=img.GetSpacing(),
+    volume = CTVolume(hu=_compact_hu(sitk.GetArrayViewFromImage(img)), spacing=img.GetSpacing(),
                       origin=img.GetOrigin(), direction=img.GetDirection(), source=str(path), meta=meta)
     if slices is not None:
         volume.dicom_files = list(meta.pop("file_names"))
@@ -284,8 +290,17 @@ def load_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTVolume:
                 k = img.TransformPhysicalPointToIndex(position)[2]
                 if 0 <= k < len(volume.instance_numbers):
                     volume.instance_numbers[k] = number
+    del img
     validate_ct(volume)
     return volume
+
+
+def _compact_hu(array: np.ndarray) -> np.ndarray:
+    """A copy of ``array`` as int16 when that holds every value exactly (integer CT), else float32."""
+    if np.issubdtype(array.dtype, np.integer) and array.size and np.iinfo(np.int16).min <= array.min() \
+            and array.max() <= np.iinfo(np.int16).max:
+        return array.astype(np.int16)
+    return array.astype(np.float32)
 
 
 def validate_ct(volume: CTVolume) -> None:
@@ -300,7 +315,7 @@ def validate_ct(volume: CTVolume) -> None:
     if not all(lo <= s <= hi for s in volume.spacing):
         raise InputError(f"{src}: voxel spacing {tuple(round(s, 3) for s in volume.spacing)} mm is not plausible "
                          f"for a CT (expected {lo}-{hi} mm)")
-    if not np.isfinite(hu).all():
+    if np.issubdtype(hu.dtype, np.floating) and not all(np.isfinite(hu[z:z + 32]).all() for z in range(0, len(hu), 32)):
         raise InputError(f"{src} contains NaN or infinite voxel values")
     vmin, vmax = float(hu.min()), float(hu.max())
     if vmin == vmax:
@@ -316,6 +331,30 @@ def validate_ct(volume: CTVolume) -> None:
                          f"Hounsfield units or not a chest CT")
     if p50 > 300:
         raise InputError(f"{src}: median {p50:.0f} HU is not plausible for a chest CT")
+
+
+NRRD_TYPES = {"uint8": "uchar", "int16": "short", "float32": "float"}
+
+
+def write_nrrd(volume: CTVolume, array: np.ndarray, path: str | os.PathLike, slab: int = 16) -> None:
+    """Write a (z, y, x) uint8 / bool / int16 / float32 ``array`` on ``volume``'s grid as gzip NRRD, slab by slab
+    (``sitk.WriteImage`` would first copy the whole array into an ITK image: +1 GB for a 1000-slice heatmap)."""
+    import gzip
+
+    array = array.view(np.uint8) if array.dtype == bool else array
+    if array.shape != volume.shape or str(array.dtype) not in NRRD_TYPES:
+        raise ValueError(f"cannot write a {array.dtype} array of shape {array.shape} on a {volume.shape} grid")
+    d = np.asarray(volume.direction, dtype=float).reshape(3, 3)
+    axes = " ".join("(" + ",".join(repr(float(v)) for v in d[:, i] * volume.spacing[i]) + ")" for i in range(3))
+    header = (f"NRRD0004\ntype: {NRRD_TYPES[str(array.dtype)]}\ndimension: 3\nspace: left-posterior-superior\n"
+              f"sizes: {array.shape[2]} {array.shape[1]} {array.shape[0]}\nspace directions: {axes}\n"
+              f"kinds: domain domain domain\nendian: little\nencoding: gzip\n"
+              f"space origin: ({','.join(repr(float(v)) for v in volume.origin)})\n\n")
+    with open(path, "wb") as f:
+        f.write(header.encode("ascii"))
+        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=1, mtime=0) as z:
+            for k in range(0, len(array), slab):
+                z.write(np.ascontiguousarray(array[k:k + slab], array.dtype.newbyteorder("<")).tobytes())
 
 
 def read_dicom_slice(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float]]:
