@@ -55,6 +55,18 @@ def manifestationsText(m: dict) -> str:
     return "<br>" + "<br>".join(lines) + f"<br><i>{m.get('caution', '')}</i>"
 
 
+def categoryText(verdict: dict) -> str:
+    """HTML: the three-class category, its reason and each piece of evidence (empty without lesion evidence)."""
+    if not verdict.get("category"):
+        return ""
+    colour = {"COVID-19": "#b22222", "other pneumonia": "#b8860b", "normal": "#2e7d32"}[verdict["category"]]
+    rows = "".join(f"<li>{e['finding']}: {e['value']} &rarr; <i>{e['points_to']}</i></li>"
+                   for e in verdict.get("evidence", []))
+    return (f"<span style='font-size:14pt;color:{colour}'><b>{verdict['category']}</b></span> "
+            f"({verdict.get('pattern')} pattern; a category from stated rules, not a probability)<br>"
+            f"{verdict.get('reason', '')}<ul style='margin:0'>{rows}</ul>")
+
+
 def modelCardSummary(name: str = model_package.DEFAULT_MODEL) -> str:
     """HTML: training data and validation metrics of a model, read from its model card at run time."""
     card_path = Path(name) / model_package.CARD_NAME
@@ -364,7 +376,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         colour = "#b22222" if verdict["positive"] else "#2e7d32"
         override = " (threshold override)" if p.overrideThreshold else ""
         self.ui.verdictLabel.text = (
-            f"<span style='font-size:14pt;color:{colour}'><b>{verdict['label']}</b></span>{override}<br>"
+            categoryText(verdict)
+            + f"Slice model (binary): <span style='color:{colour}'><b>{verdict['label']}</b></span>{override}<br>"
             f"{verdict['positive_slices']} of {verdict['lung_slices']} lung slices "
             f"({verdict['positive_fraction']:.0%}) "
             f"reach P &ge; {verdict['slice_threshold']:.2f}; rule: more than {verdict['min_fraction']:.0%}."
@@ -709,7 +722,13 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         from CovidCTScreenLib.verdict import study_verdict
 
         pos = result["probabilities"][:, result["positive_index"]]
-        return study_verdict(result["slice_indices"], pos, sliceThreshold, verdict["min_fraction"]).to_dict()
+        binary = study_verdict(result["slice_indices"], pos, sliceThreshold, verdict["min_fraction"]).to_dict()
+        report = result["report"]
+        if verdict.get("category") and "zones" in report.get("distribution", {}):
+            from CovidCTScreenLib.verdict import category_from_report
+
+            binary.update(category_from_report(binary, report["manifestations"], report["distribution"]))
+        return binary
 
     def exportReport(self, reportFolder, target, sliceThreshold=None) -> Path:
         """Copy the report folder to ``target`` (must not exist); with a threshold override, add

@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None:
             bar.close()
     v = result.verdict
-    print(f"{v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
+    if v.category is not None:
+        print(f"Category: {v.category} ({v.pattern} pattern; no calibrated probability). {v.reason}")
+        for e in v.evidence:
+            print(f"  - {e['finding']}: {e['value']} -> {e['points_to']}")
+    print(f"Slice model (binary) {v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
     if v.low_confidence:
         print(v.confidence_note)

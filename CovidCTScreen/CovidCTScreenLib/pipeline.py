@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -173,11 +173,12 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
     check_cancel()
     found = None
     if lesions:
-        from .manifestations import measure
+        from .manifestations import category, measure
 
         t = time.perf_counter()
         found = measure(volume, mask, device=str(dev), progress=_stage_reporter(progress, "lesions"), cancel=cancel,
                         learned=lesion_net)
+        verdict = replace(verdict, **category(verdict.to_dict(), found))
         timings["lesions_s"] = time.perf_counter() - t
         timings.update({f"lesions_{k}": v for k, v in found.timings.items()})
     _stage_reporter(progress, "lesions")(1.0)

@@ -18,7 +18,8 @@ from . import RESEARCH_USE_NOTICE, __version__
 from .output_folder import atomic_folder
 
 SCHEMA = "covidctscreen.report"
-SCHEMA_VERSION = 2  # 2: manifestations (GGO / consolidation extent, possible fibrotic streaks)
+SCHEMA_VERSION = 3  # 2: manifestations (GGO / consolidation extent, possible fibrotic streaks); 3: three-class
+# category with its evidence (verdict.category / evidence / reason) and the distribution of disease
 CLASS_DISPLAY = {"COVID": "COVID-19", "NonCOVID": "non-COVID-19"}
 
 
@@ -64,8 +65,9 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
                                                     for k in ("auc", "sensitivity", "specificity", "f1")},
                   "calibration": card["calibration"], "input_mapping": card["input"]},
         "verdict": {**verdict.to_dict(), "top_slices": _named(vol, verdict.top_slices),
-                    "summary": (f"{verdict.label}: {verdict.positive_slices} of {verdict.lung_slices} lung slices "
-                                f"({verdict.positive_fraction:.0%}) reach the COVID-19 slice threshold")},
+                    "summary": (f"slice model (binary): {verdict.label}: {verdict.positive_slices} of "
+                                f"{verdict.lung_slices} lung slices ({verdict.positive_fraction:.0%}) reach the "
+                                f"COVID-19 slice threshold")},
         "slice_probability_summary": {"max": float(pos.max()), "mean": float(pos.mean()),
                                       "mean_top5": float(np.sort(pos)[-5:].mean())},
         "not_assessed": card.get("unsupported_classes", {}),
@@ -82,6 +84,8 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
         "manifestations": (_named_manifestations(vol, result.manifestations.summary)
                            if result.manifestations is not None
                            else {"not_assessed": "lesion measurement was switched off for this run"}),
+        "distribution": (result.manifestations.distribution if result.manifestations is not None
+                         else {"not_assessed": "lesion measurement was switched off for this run"}),
         "slices": slices,
         "key_slices": keys if keys is not None else key_slices(result),
         "key_slice_rule": ("evidence = mean of the slice's rank by P(COVID-19) and by lesion area (HU bands); "

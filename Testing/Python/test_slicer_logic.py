@@ -37,6 +37,16 @@ def test_help_text_reads_the_model_card(module, tmp_path):
     assert "not found" in module.modelCardSummary(str(tmp_path / "nothing"))
 
 
+def test_category_text_shows_category_reason_and_evidence(module):
+    verdict = {"category": "other pneumonia", "pattern": "atypical", "reason": "Consolidation predominates.",
+               "evidence": [{"finding": "dominant manifestation", "value": "consolidation",
+                             "points_to": "other pneumonia"}]}
+    html = module.categoryText(verdict)
+    assert "other pneumonia" in html and "Consolidation predominates." in html and "<li>dominant manifestation" in html
+    assert "not a probability" in html
+    assert module.categoryText({"category": None}) == ""
+
+
 def test_refuses_non_ct_without_adding_nodes(module, scene):
     from CovidCTScreenLib.errors import InputError
 
@@ -76,6 +86,11 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     strict = logic.verdict(result, 0.99)
     assert strict["slice_threshold"] == 0.99 and strict["positive_slices"] <= report["verdict"]["positive_slices"]
     assert logic.verdict(result) == report["verdict"]
+    # the three-class category and its evidence follow the override (recomputed from the report's lesion evidence)
+    assert report["verdict"]["category"] in ("COVID-19", "other pneumonia", "normal")
+    assert "zones" in report["distribution"]
+    assert strict["category"] in ("COVID-19", "other pneumonia", "normal") and strict["evidence"]
+    assert any("0.99" in e["value"] or "slice model" in e["finding"] for e in strict["evidence"])
     target = logic.exportReport(result["reportFolder"], tmp_path / "export", sliceThreshold=0.99)
     assert (target / "report.json").is_file() and (target / "verdict_override.json").is_file()
     with pytest.raises(RuntimeError, match="already exists"):
