@@ -108,3 +108,33 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     assert not Path(result["reportFolder"]).exists() and Path(again["reportFolder"], "report.json").is_file()
     logic.removeWorkFolder()
     assert not Path(again["reportFolder"]).parent.exists()
+
+
+@pytest.mark.slow
+def test_dicom_folder_series_selector_and_dicom_outputs(module, scene, tmp_path):
+    """The series selector: a folder with two series is listed with the rule's choice marked; the series loaded
+    by loadSeries is screened from its DICOM files (instance numbers in the table, DICOM SEG + SR written)."""
+    import pydicom
+
+    from conftest import DATA, DICOM_SERIES
+
+    folder = tmp_path / "pacs"
+    folder.mkdir()
+    for src in (DICOM_SERIES, DATA / "covid-ct-md" / "COVID-19 subjects" / "P002"):
+        for f in sorted(src.iterdir()):
+            (folder / f"{src.name}_{f.name}").symlink_to(f.resolve())
+    logic = module.CovidCTScreenLogic()
+    listed = logic.listSeries(folder)
+    chest = str(pydicom.dcmread(next(DICOM_SERIES.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+    assert len(listed) == 2 and [best for uid, _, best in listed if uid != chest] == [True]  # 2 mm beats 8 mm
+    node = logic.loadSeries(folder, chest)
+    assert node.GetAttribute(module.ATTR_SERIES_UID) == chest
+    assert slicer.util.arrayFromVolume(node).shape[0] == 30
+    result = logic.process(node, device="cpu", heatmap=False)
+    report = result["report"]
+    assert report["input"]["series_instance_uid"] == chest and report["input"]["series_choice"]["how"] == "--series"
+    assert set(report["files"]) >= {"dicom_seg", "dicom_sr", "html"}
+    numbers = slicer.util.arrayFromTableColumn(result["table"], "instance")
+    assert numbers.tolist() == [s["instance_number"] for s in report["slices"]]
+    assert all(p.exists() for p in folder.iterdir())  # the DICOM folder is never removed or changed
+    logic.removeWorkFolder()
