@@ -1,10 +1,11 @@
 """Learned GGO / consolidation segmentation: a 2D network applied slice by slice.
 
-The default package (``Resources/Models/covidct-lesion-effunet-v2``: ``model.json`` + ``weights.safetensors``,
-sha256-checked by ``model_package.load_package``) is an EfficientNet-Lite0 UNet trained by
-``scripts/train_lesion_model.py`` on the 50 labelled Inf-Net slices (8-bit display images); its card holds the
-cross-validated Dice of the supervised and the pseudo-label (semi-supervised) variants and the HU-volume checks.
-``covidct-lesion-unet-v1`` (MONAI UNet) is kept for comparison (``scripts/lesion_hu_check.py``).
+Two packages ship (``model.json`` + ``weights.safetensors``, sha256-checked by ``model_package.load_package``):
+``covidct-lesion-unet-v1`` (MONAI UNet, 40 Inf-Net slices) is the default because it tracks the radiologists'
+infected-slice labels of the real HU volumes better (``scripts/evaluate_ct_md.py``, ``scripts/lesion_hu_check.py``)
+and is faster; ``covidct-lesion-effunet-v2`` (EfficientNet-Lite0 UNet trained by ``scripts/train_lesion_model.py``
+on the 50 labelled Inf-Net slices; its card holds the cross-validated Dice of the supervised and pseudo-label
+variants) is better on the Inf-Net slices and is chosen with ``--lesion-model covidct-lesion-effunet-v2``.
 
 Framing: Inf-Net slices show the thorax, the lungs nearly filling the frame. HU slices are rendered into that
 framing (card ``input.framing == "thorax"``): every slice of a volume is cropped to the same box, the in-plane box
@@ -26,7 +27,7 @@ import numpy as np
 from .model_package import ModelPackage, load_package
 from .preprocess import CROP_MARGIN, LUNG_WINDOW, lung_box, prepare_hu_slice, prepare_image
 
-DEFAULT_LESION_MODEL = "covidct-lesion-effunet-v2"
+DEFAULT_LESION_MODEL = "covidct-lesion-unet-v1"  # v2 is better on Inf-Net slices, v1 on real HU volumes
 LESION_LABELS = ["background", "ggo", "consolidation"]
 BACKGROUND, GGO, CONSOLIDATION = 0, 1, 2
 ARCHITECTURE = "monai-unet-2d"  # v1

@@ -36,9 +36,10 @@ from .process_runner import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INPUT, EXIT_MESSA
 
 def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, lesions=True,
             cancel_file=None, python: str | None = None, evaluate: bool = False, thresholds=(), lung_mask=None,
-            lung_mask_name: str | None = None, series: str | None = None) -> list[str]:
+            lung_mask_name: str | None = None, series: str | None = None, lesion_model=None) -> list[str]:
     """The worker's command line (``python`` defaults to this interpreter)."""
-    options = ScreenOptions(model=model, device=device, batch_size=batch_size, heatmap=heatmap, lesions=lesions)
+    options = ScreenOptions(model=model, device=device, batch_size=batch_size, heatmap=heatmap, lesions=lesions,
+                            lesion_model=lesion_model)
     cmd = [python or sys.executable, "-m", "CovidCTScreenLib.worker", str(input_path), str(out_dir), *options.argv()]
     if series:
         cmd += ["--series", str(series)]

@@ -36,7 +36,7 @@ def test_dice_iou_known_values():
 def model():
     from CovidCTScreenLib.lesion_seg import load_lesion_model
 
-    return load_lesion_model()
+    return load_lesion_model("covidct-lesion-effunet-v2")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def hu_slice():
     return hu, lung_mask(hu, spacing).lungs
 
 
-def test_default_package_is_the_new_model_and_verified(model, tmp_path):
+def test_v2_package_is_verified(model, tmp_path):
     from CovidCTScreenLib.lesion_seg import EFFNET_UNET, load_lesion_model
 
     card = model.package.card
