@@ -178,6 +178,9 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
                                                                     else ", peripheral-predominant")
         reason = (f"Indeterminate pattern (GGO-predominant, {shape}); the slice model's study rule "
                   f"({'positive' if binary['positive'] else 'negative'}) decides")
+        if not binary["positive"]:
+            reason += ("; 'other pneumonia' here means opacities not called COVID-19: tumour, atelectasis, oedema "
+                       "or fibrosis look the same to these rules")
     return {"category": category, "pattern": pattern, "evidence": evidence, "reason": reason + ".",
             "category_rules": CATEGORY_RULES}
 
