@@ -33,6 +33,8 @@ USER_MODELS_KEY = "CovidCTScreen/UserModels"  # QSettings: model package folders
 TORCH_REQUIREMENT = ">=2.2"
 DEVICES = list(options.DEVICES)
 SCREEN_OPTION_DEFAULTS = options.SCREEN_OPTION_DEFAULTS
+ATTR_DICOM_FOLDER = "CovidCTScreen.DicomFolder"  # a node loaded from a DICOM folder is screened from its files
+ATTR_SERIES_UID = "CovidCTScreen.SeriesInstanceUID"
 
 
 def resourcePath(relative: str) -> str:
@@ -51,6 +53,18 @@ def manifestationsText(m: dict) -> str:
     lines.append(f"Possible fibrotic streaks: {m['possible_fibrotic_streaks']['candidates']} candidates "
                  f"(heuristic, unvalidated)")
     return "<br>" + "<br>".join(lines) + f"<br><i>{m.get('caution', '')}</i>"
+
+
+def categoryText(verdict: dict) -> str:
+    """HTML: the three-class category, its reason and each piece of evidence (empty without lesion evidence)."""
+    if not verdict.get("category"):
+        return ""
+    colour = {"COVID-19": "#b22222", "other pneumonia": "#b8860b", "normal": "#2e7d32"}[verdict["category"]]
+    rows = "".join(f"<li>{e['finding']}: {e['value']} &rarr; <i>{e['points_to']}</i></li>"
+                   for e in verdict.get("evidence", []))
+    return (f"<span style='font-size:14pt;color:{colour}'><b>{verdict['category']}</b></span> "
+            f"({verdict.get('pattern')} pattern; a category from stated rules, not a probability)<br>"
+            f"{verdict.get('reason', '')}<ul style='margin:0'>{rows}</ul>")
 
 
 def modelCardSummary(name: str = model_package.DEFAULT_MODEL) -> str:
@@ -187,6 +201,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
+        self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
+        self.ui.loadSeriesButton.connect("clicked(bool)", self.onLoadSeries)
         self.ui.topSlicesListWidget.connect("itemClicked(QListWidgetItem*)", self.onTopSliceClicked)
 
         self.initializeParameterNode()
@@ -348,6 +364,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def clearResultsDisplay(self) -> None:
         self.ui.verdictLabel.text = ""
         self.ui.probabilitiesLabel.text = ""
+        self.ui.extentLabel.text = ""
         self.ui.topSlicesListWidget.clear()
 
     def showVerdict(self) -> None:
@@ -359,7 +376,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         colour = "#b22222" if verdict["positive"] else "#2e7d32"
         override = " (threshold override)" if p.overrideThreshold else ""
         self.ui.verdictLabel.text = (
-            f"<span style='font-size:14pt;color:{colour}'><b>{verdict['label']}</b></span>{override}<br>"
+            categoryText(verdict)
+            + f"Slice model (binary): <span style='color:{colour}'><b>{verdict['label']}</b></span>{override}<br>"
             f"{verdict['positive_slices']} of {verdict['lung_slices']} lung slices "
             f"({verdict['positive_fraction']:.0%}) "
             f"reach P &ge; {verdict['slice_threshold']:.2f}; rule: more than {verdict['min_fraction']:.0%}."
@@ -371,10 +389,15 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"mean of top 5 {probs.get('mean_top5', 0):.2f}. Lung volume "
             f"{result['report'].get('lungs', {}).get('volume_ml', {}).get('total', 0) / 1000:.2f} L."
             + manifestationsText(result["report"].get("manifestations", {})))
+        from CovidCTScreenLib.report_html import extent_html
+
+        self.ui.extentLabel.text = extent_html(result["report"])  # the same tables as report.html
         self.ui.topSlicesListWidget.clear()
-        for top in verdict["top_slices"]:
-            item = qt.QListWidgetItem(f"slice {top['slice']}: P(COVID-19) {top['probability']:.2f}")
-            item.setData(qt.Qt.UserRole, int(top["slice"]))
+        for key in result["report"].get("key_slices", []):
+            lesions = f", lesions {key['lesion_pct']:.1f} %" if key.get("lesion_pct") is not None else ""
+            item = qt.QListWidgetItem(f"{key.get('name', key['slice'])} {key.get('zone', '')}: "
+                                      f"P(COVID-19) {key['probability']:.2f}{lesions}")
+            item.setData(qt.Qt.UserRole, int(key["slice"]))
             self.ui.topSlicesListWidget.addItem(item)
 
     def showResultsInLayout(self, result) -> None:
@@ -428,6 +451,28 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             target = self.logic.exportReport(p.reportFolder, Path(folder) / self._exportName(),
                                              p.sliceThreshold if p.overrideThreshold else None)
             self.ui.statusLabel.text = f"Report exported to {target}"
+            if (target / "report.html").is_file():
+                qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(target / "report.html")))
+
+    # -- DICOM folders (PACS exports with several series)
+
+    def onDicomFolderChanged(self, folder: str) -> None:
+        combo = self.ui.dicomSeriesComboBox
+        combo.clear()
+        if not folder or not os.path.isdir(folder):
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot list the DICOM series of this folder.", waitCursor=True):
+            for uid, text, best in self.logic.listSeries(folder):
+                combo.addItem(("* " if best else "") + text, uid)
+                if best:
+                    combo.setCurrentIndex(combo.count - 1)
+
+    def onLoadSeries(self) -> None:
+        folder, uid = self.ui.dicomFolderPathLineEdit.currentPath, self.ui.dicomSeriesComboBox.currentData
+        if not folder or not uid:
+            return
+        with slicer.util.tryWithErrorDisplay("Failed to load the DICOM series.", waitCursor=True):
+            self._parameterNode.inputVolume = self.logic.loadSeries(folder, uid)
 
     def _exportName(self) -> str:
         name = self._parameterNode.inputVolume.GetName() if self._parameterNode.inputVolume else "study"
@@ -483,6 +528,27 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     @property
     def isRunning(self) -> bool:
         return self._run is not None
+
+    # -- DICOM folders
+
+    def listSeries(self, folder) -> list:
+        """[(series UID, one-line description, chosen by volume_io.SERIES_RULE)] of a DICOM folder."""
+        from CovidCTScreenLib.volume_io import choose_series, list_series
+
+        series = list_series(folder)
+        best = choose_series(series) if series else None
+        return [(s.uid, s.line(), s is best) for s in series]
+
+    def loadSeries(self, folder, seriesUID):
+        """Load one series of a DICOM folder as a CT node. Screening that node reads the DICOM files themselves,
+        so the report names slices by instance number and adds DICOM SEG and SR."""
+        from CovidCTScreenLib.volume_io import load_ct
+
+        volume = load_ct(folder, series_uid=seriesUID)
+        node = mrmlGlue().ct_volume_to_node(volume, volume.meta.get("series_description") or "CT")
+        node.SetAttribute(ATTR_DICOM_FOLDER, str(folder))
+        node.SetAttribute(ATTR_SERIES_UID, str(seriesUID))
+        return node
 
     # -- models
 
@@ -568,7 +634,12 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         self.removeWorkFolder()  # the previous run's report folder: its nodes are loaded, a new run replaces it
         workDir = Path(tempfile.mkdtemp(prefix="CovidCTScreen-", dir=slicer.app.temporaryPath
                                         if hasattr(slicer, "app") else None))
-        inputFile = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd")
+        dicomFolder, series = inputVolumeNode.GetAttribute(ATTR_DICOM_FOLDER), inputVolumeNode.GetAttribute(
+            ATTR_SERIES_UID)
+        if dicomFolder and os.path.isdir(dicomFolder):  # loaded by loadSeries: screen the DICOM files themselves
+            inputFile = Path(dicomFolder)
+        else:
+            inputFile, series = glue.write_volume_file(inputVolumeNode, workDir / "input.nrrd"), None
         maskFile = (glue.write_lung_mask_file(lungSegmentation, inputVolumeNode, workDir / "lung_mask.nrrd")
                     if lungSegmentation is not None else None)
         outDir = workDir / "report"
@@ -576,14 +647,15 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         maskName = lungSegmentation.GetName() if lungSegmentation is not None else None
         cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap, lesions=lesions,
                              batch_size=batchSize, cancel_file=cancelFile, python=pythonExecutable(),
-                             lung_mask=maskFile, lung_mask_name=maskName)
+                             lung_mask=maskFile, lung_mask_name=maskName, series=series)
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()
 
         def finish(code, message):
             self._run = None
-            inputFile.unlink(missing_ok=True)
+            if inputFile.parent == workDir:  # the temporary NRRD, never the user's DICOM folder
+                inputFile.unlink(missing_ok=True)
             if maskFile is not None:
                 maskFile.unlink(missing_ok=True)
             if code != worker.EXIT_OK:
@@ -650,7 +722,13 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         from CovidCTScreenLib.verdict import study_verdict
 
         pos = result["probabilities"][:, result["positive_index"]]
-        return study_verdict(result["slice_indices"], pos, sliceThreshold, verdict["min_fraction"]).to_dict()
+        binary = study_verdict(result["slice_indices"], pos, sliceThreshold, verdict["min_fraction"]).to_dict()
+        report = result["report"]
+        if verdict.get("category") and "zones" in report.get("distribution", {}):
+            from CovidCTScreenLib.verdict import category_from_report
+
+            binary.update(category_from_report(binary, report["manifestations"], report["distribution"]))
+        return binary
 
     def exportReport(self, reportFolder, target, sliceThreshold=None) -> Path:
         """Copy the report folder to ``target`` (must not exist); with a threshold override, add
@@ -741,7 +819,8 @@ class CovidCTScreenTest(ScriptedLoadableModuleTest):
 
         names = {w.get("name") for w in ET.parse(resourcePath("UI/CovidCTScreen.ui")).iter("widget")}
         for name in ("inputSelector", "applyButton", "progressBar", "topSlicesListWidget", "exportReportButton",
-                     "heatmapOpacitySliderWidget", "modelComboBox", "deviceComboBox"):
+                     "heatmapOpacitySliderWidget", "modelComboBox", "deviceComboBox", "dicomFolderPathLineEdit",
+                     "dicomSeriesComboBox", "loadSeriesButton", "extentLabel"):
             self.assertIn(name, names)
 
     def test_volume_geometry_roundtrip(self):

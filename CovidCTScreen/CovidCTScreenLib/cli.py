@@ -14,6 +14,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="covidct-screen", description=__doc__)
     p.add_argument("input", type=Path, help="DICOM series folder, or .nrrd / .nii / .nii.gz / .mha file")
     p.add_argument("--out", type=Path, required=True, help="report folder to create")
+    p.add_argument("--series", default=None, metavar="UID",
+                   help="SeriesInstanceUID to screen when the DICOM folder holds several series (default: the "
+                        "axial CT series best suited to lung reading; the report says which and why)")
     add_screen_options(p)
     p.add_argument("--lung-mask", type=Path, default=None, metavar="FILE",
                    help="use this lung mask instead of computing one: a label map (1 right, 2 left), a binary mask "
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_interruptibly(lambda cancel: screen_to_folder(
             args.input, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel,
-            lung_mask=args.lung_mask, **ScreenOptions.from_args(args).kwargs()), args.out)
+            lung_mask=args.lung_mask, series=args.series, **ScreenOptions.from_args(args).kwargs()), args.out)
     except KeyboardInterrupt:
         print(("\n" if bar is not None else "") + "covidct-screen: cancelled; nothing was written", file=sys.stderr)
         sys.stderr.flush()
@@ -92,10 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         if bar is not None:
             bar.close()
     v = result.verdict
-    print(f"{v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
+    if v.category is not None:
+        print(f"Category: {v.category} ({v.pattern} pattern; no calibrated probability). {v.reason}")
+        for e in v.evidence:
+            print(f"  - {e['finding']}: {e['value']} -> {e['points_to']}")
+    print(f"Slice model (binary) {v.label}: {v.positive_slices}/{v.lung_slices} lung slices positive "
           f"({v.positive_fraction:.0%}; rule > {v.min_fraction:.0%}), max slice P(COVID-19) {v.max_probability:.2f}")
     if v.low_confidence:
         print(v.confidence_note)
+    choice = result.volume.meta.get("series_choice")
+    if choice:
+        print(f"{len(choice['series'])} series in the folder; screened {choice['chosen']} ({choice['how']}):")
+        for s in choice["series"]:
+            print(f"  {'*' if s['series_instance_uid'] == choice['chosen'] else ' '} {s['series_instance_uid']}: "
+                  f"'{s['description']}', {s['images']} images, {s['slice_thickness_mm']:g} mm, kernel {s['kernel']}")
     print(f"lung volume {result.lung_volume_ml['total'] / 1000:.2f} L ({result.mask.source['source']}); "
           f"report in {args.out}")
     if result.manifestations is not None:

@@ -92,12 +92,6 @@ def csv_items(path: str | Path, labels: list[str]) -> list[Item]:
     return _listed_items(path, "path", "image", labels, Path.is_file)
 
 
-def study_items(path: str | Path, labels: list[str]) -> list[Item]:
-    """Studies of a CSV with columns ``study,label[,patient_id]``: a volume file or DICOM folder each,
-    relative to the CSV's folder."""
-    return _listed_items(path, "study", "study", labels, Path.exists)
-
-
 def segmentation_pairs(root: str | Path) -> list[tuple[Path, Path]]:
     """(image, mask) pairs of ``root/images`` and ``root/masks``, matched by file stem."""
     root = Path(root)

@@ -4,8 +4,10 @@ Three kinds of labelled data, told apart by their layout (``detect_data``):
 
 - ``slices``: a folder with one sub-folder per class (``CT_COVID/``, ``CT_NonCOVID/``), or a CSV
   ``path,label[,patient_id]``; scored as ``covidct-screen`` scores a slice (the card's TTA and temperature);
-- ``studies``: a CSV ``study,label[,patient_id]`` (a volume file or DICOM folder per row), or a folder
-  holding one such CSV; each study goes through ``pipeline.screen`` and the card's study rule;
+- ``studies``: a CSV ``study,label[,patient_id][,slice_labels]`` (a volume file or DICOM folder per row), a folder
+  holding one such CSV, or a COVID-CT-MD folder (``Index.csv``, slice labels); each study goes through
+  ``pipeline.screen``, the card's study rule and the three-class category, and is measured at slice level where
+  slice labels exist (``evaluate_studies``);
 - ``segmentation``: a folder with ``images/`` and ``masks/`` (0 background, 1 GGO, 2 consolidation; or 0/255).
 
 ``evaluate_to_folder`` writes metrics.json, predictions.csv and the plots all at once or not at all.
@@ -26,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from . import RESEARCH_USE_NOTICE, __version__
-from .datasets import Item, csv_header, csv_items, folder_items, load_images, study_items
+from .datasets import Item, csv_header, csv_items, folder_items, load_images
 from .errors import Cancelled, InputError
 from .metrics import bootstrap_cis, calibration_bins, confusion_metrics, roc_auc
 from .model_package import SLICE_CLASSIFICATION, ModelPackage, load_package
@@ -61,6 +63,8 @@ def detect_data(data: str | os.PathLike) -> tuple[str, Path]:
         raise InputError(f"{data} does not exist")
     if (data / "images").is_dir() and (data / "masks").is_dir():
         return "segmentation", data
+    if (data / "Index.csv").is_file():
+        return "studies", data  # COVID-CT-MD layout (volume_datasets.covid_ct_md_studies)
     study_csvs = [p for p in sorted(data.glob("*.csv")) if "study" in csv_header(p)]
     if len(study_csvs) == 1:
         return "studies", study_csvs[0]
@@ -118,6 +122,9 @@ def evaluate_to_folder(data, out_dir: str | os.PathLike, overwrite: bool = False
         result.document["files"] = {"metrics": "metrics.json", "predictions": "predictions.csv",
                                     **write_plots(result, tmp)}
         _write_rows(result.rows, tmp / "predictions.csv")
+        if result.curves.get("slice_rows"):
+            result.document["files"]["slice_predictions"] = "slice_predictions.csv"
+            _write_rows(result.curves["slice_rows"], tmp / "slice_predictions.csv")
         (tmp / "metrics.json").write_text(json.dumps(json_ready(result.document), indent=2, allow_nan=False) + "\n")
     if progress:
         progress("write", 1.0)
@@ -219,39 +226,32 @@ def _score_slices(path, package, device, thresholds, batch_size, resamples, prog
 
 
 def _score_studies(path, package, device, thresholds, batch_size, resamples, progress, cancel) -> Evaluation:
-    from .pipeline import screen
+    from .evaluate_studies import screen_all, slice_level, slice_rows, study_rows, three_class
     from .verdict import study_verdict
+    from .volume_datasets import read_studies
 
-    items = study_items(path, package.labels)
-    pos = package.positive_index
+    studies = read_studies(path)
     min_fraction = package.info.study_min_fraction
-    screened, failed = [], []
-    for n, item in enumerate(items):
-        _check_cancel(cancel)
-        try:
-            r = screen(item.path, model=package, device=device, batch_size=batch_size, heatmap=False, cancel=cancel,
-                       lesion_net=False)  # the lesion UNet's output is not used here
-            screened.append((item, r.slice_indices, r.positive_probability, str(r.device)))
-        except InputError as e:  # one unreadable study must not hide the others: it is listed, not scored
-            failed.append({"study": str(item.path), "error": str(e)})
-        if progress:
-            progress("screening", 0.9 * (n + 1) / len(items))
-    if not screened:
-        raise InputError(f"none of the {len(items)} studies in {path} could be screened: {failed[0]['error']}")
-    kept = [s[0] for s in screened]
-    groups, unit = _groups_summary(kept)
-    truth = np.array([i.label == pos for i in kept])
-    document = {"data": {**_data_summary("studies", path, kept, package.labels, unit), "failed": failed},
-                "device": screened[0][3], "positive_label": package.info.positive_label,
+    positive_label = package.info.positive_label
+    screened, failed = screen_all(studies, package, device, batch_size, progress, cancel)
+    kept = [s["study"] for s in screened]
+    groups = np.array([st.patient for st in kept])
+    unit = "patients" if len(set(groups)) < len(groups) else "studies"
+    truth = np.array([st.label == "COVID-19" for st in kept])
+    document = {"data": {"kind": "studies", "source": str(path), "items": len(kept),
+                         "per_class": {lab: sum(st.label == lab for st in kept)
+                                       for lab in sorted({st.label for st in kept})},
+                         "patients": len(set(groups)), "bootstrap_unit": unit, "failed": failed},
+                "device": screened[0]["device"], "positive_label": positive_label,
                 "study_rule": package.card["study_rule"], "thresholds": {}, "results": {},
                 "calibration": {"not_applicable": "the study rule yields a fraction of positive slices, "
-                                                  "not a probability"}}
-    rows = [{"item": str(i.path), "label": package.labels[i.label], "patient_id": i.patient, "lung_slices": len(k)}
-            for i, k, _, _ in screened]
+                                                  "not a probability"},
+                "three_class": three_class(screened), "slice_level": slice_level(screened, resamples)}
+    rows = study_rows(screened)
     named = _thresholds(package, thresholds)
     curves = {}
     for name, t in named.items():
-        verdicts = [study_verdict(k, p, t, min_fraction) for _, k, p, _ in screened]
+        verdicts = [study_verdict(s["slices"], s["scores"]["slice_model"], t, min_fraction) for s in screened]
         fraction = np.array([v.positive_fraction for v in verdicts])
         positive = np.array([v.positive for v in verdicts])
         section = binary_section(truth, fraction, positive, groups, resamples)
@@ -268,9 +268,9 @@ def _score_studies(path, package, device, thresholds, batch_size, resamples, pro
         progress("metrics", 1.0)
     return Evaluation("studies", document, rows, {"truth": truth, "score": curves["operating_point"],
                                                    "thresholds": {"operating_point": min_fraction},
-                                                   "labels": package.labels,
-                                                   "positive_label": package.info.positive_label,
-                                                   "score_name": "fraction of positive slices"})
+                                                   "labels": package.labels, "positive_label": positive_label,
+                                                   "score_name": "fraction of positive slices",
+                                                   "screened": screened, "slice_rows": slice_rows(screened)})
 
 
 def _check_cancel(cancel: Callable[[], bool] | None) -> None:

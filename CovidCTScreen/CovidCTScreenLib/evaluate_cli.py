@@ -18,8 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="covidct-evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path,
-                   help="class-per-folder images, a CSV 'path,label[,patient_id]' or 'study,label[,patient_id]', "
-                        "a folder with one study CSV, or a folder with images/ and masks/")
+                   help="class-per-folder images, a CSV 'path,label[,patient_id]' or "
+                        "'study,label[,patient_id][,slice_labels]', a folder with one study CSV, a COVID-CT-MD "
+                        "folder (Index.csv, slice labels), or a folder with images/ and masks/")
     p.add_argument("--out", type=Path, required=True, help="folder to create for the results")
     add_screen_options(p, steps=False)
     p.add_argument("--threshold", type=float, action="append", default=[],
@@ -49,6 +50,15 @@ def summary_lines(document: dict) -> list[str]:
         lines.append(f"  at {name} {document['thresholds'][name]:.3f}: AUC {fmt(m['auc'])}  "
                      f"sens {fmt(m['sensitivity'])}  spec {fmt(m['specificity'])}  F1 {fmt(m['f1'])}  "
                      f"acc {fmt(m['accuracy'])}")
+    if "three_class" in document:
+        tc = document["three_class"]
+        lines.append(f"  three-class category (rules, no probability): {tc['correct']} of {tc['studies']} studies "
+                     f"labelled COVID-19 / other pneumonia / normal correct")
+    slice_level = document.get("slice_level", {})
+    for name, s in [*((f"slices of {k}", v) for k, v in slice_level.get("studies", {}).items()),
+                    *([("slices pooled", slice_level["pooled"])] if "pooled" in slice_level else [])]:
+        lines.append(f"  {name} ({s['lung_slices']} lung slices, {s['infected']} infected): AUC "
+                     + "  ".join(f"{key} {fmt(m)}" for key, m in s["auc"].items()))
     if "ece" in document.get("calibration", {}):
         lines.append(f"  calibration: ECE {document['calibration']['ece']:.3f}")
     for f in data.get("failed", []):

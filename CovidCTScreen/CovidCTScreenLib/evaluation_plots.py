@@ -94,4 +94,12 @@ def write_plots(result, folder: Path) -> dict[str, str]:
     if result.kind == "slices":
         files["reliability"] = "reliability.png"
         reliability_png(result, folder / files["reliability"])
+    if result.kind == "studies":
+        from .evaluate_studies import slices_png
+
+        for s in result.curves["screened"]:
+            if (s["slice_labels"] >= 0).any():
+                name = f"slices_{s['study'].patient}.png"
+                files[f"slices_{s['study'].patient}"] = name
+                slices_png(s, folder / name)
     return files

@@ -18,6 +18,10 @@ from .hu_bands import SIDES, extent, hu_band_extent
 GGO, CONSOLIDATION = 1, 2
 MEASURABLE_PCT = 1.0  # below this lesion % of the lung, no manifestation is called dominant
 NAMES = {GGO: "ground-glass opacity", CONSOLIDATION: "consolidation"}
+# The lesion map the distribution and the three-class category use. The lesion UNet: it was trained on labelled
+# lesions, whereas the HU bands count every voxel in a density range (dependent density, partial-volume vessels:
+# 5-7 % "GGO" on normal lungs, issue 12). Re-decide with scripts/evaluate_ct_md.py when either method changes.
+LEAD = "learned"
 CAUTION = ("Extent figures are research measurements, not validated on CT volumes: the HU bands also count "
            "dependent density, atelectasis and partial-volume vessels; the lesion UNet was trained on 40 8-bit "
            "Inf-Net slices and on real HU slices it agrees poorly with the HU bands (docs/lesions_agreement.md).")
@@ -30,6 +34,7 @@ class Manifestations:
     learned: np.ndarray | None  # (z, y, x) uint8 0/1 GGO/2 consolidation; None when the UNet was not run
     streaks: np.ndarray  # (z, y, x) bool, possible fibrotic streak pixels
     summary: dict  # the report's "manifestations" section
+    distribution: dict  # the report's "distribution" section (of the LEAD lesion map)
     timings: dict = field(default_factory=dict)  # seconds per step
 
 
@@ -121,8 +126,28 @@ def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
                                       "limits": streaks.limits},
         "caution": CAUTION,
     }
+    spread = lead_distribution(summary, bands, labels, mask, volume.spacing)
     timings["summary_s"] = time.perf_counter() - t
-    return Manifestations(bands.labels, labels, streaks.mask, summary, timings)
+    return Manifestations(bands.labels, labels, streaks.mask, summary, spread, timings)
+
+
+def lead_distribution(summary: dict, bands, learned: np.ndarray | None, mask, spacing) -> dict:
+    """The ``distribution`` of the lead lesion map (``LEAD``; the HU bands when the UNet did not run), over the
+    measured lung; records the lead in ``summary["lead_method"]``."""
+    from .distribution import distribution
+
+    lead = LEAD if learned is not None else "hu_bands"
+    summary["lead_method"] = lead
+    spread = distribution(learned if lead == "learned" else bands.labels, mask.labels, spacing, bands.measured)
+    spread["method"] = {"learned": "lesion UNet", "hu_bands": "HU bands"}[lead]
+    return spread
+
+
+def category(binary: dict, found: Manifestations) -> dict:
+    """``verdict.study_category`` of a binary verdict dict and the measured manifestations."""
+    from .verdict import category_from_report
+
+    return category_from_report(binary, found.summary, found.distribution)
 
 
 def _pct(e: dict) -> dict:

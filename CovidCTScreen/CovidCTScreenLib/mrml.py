@@ -404,8 +404,10 @@ def write_lung_mask_file(seg_node, reference_node, path) -> Path:
 # --------------------------------------------------------------------------- slice scores
 
 def scores_table_node(slice_indices, probabilities, labels: list[str], slice_threshold: float,
-                      z_mm=None, positive_index: int = 1, name: str = "COVID slice scores", scene=None, node=None):
-    """Table: slice, z_mm, one probability column per class (``P(<label>)``), positive (0/1), threshold."""
+                      z_mm=None, positive_index: int = 1, name: str = "COVID slice scores", scene=None, node=None,
+                      instance_numbers=None):
+    """Table: slice, z_mm, DICOM instance number (when known), one probability column per class (``P(<label>)``),
+    positive (0/1), threshold."""
     scene = _scene(scene)
     slice_indices = np.asarray(slice_indices, int)
     probabilities = np.asarray(probabilities, float).reshape(len(slice_indices), len(labels))
@@ -425,6 +427,9 @@ def scores_table_node(slice_indices, probabilities, labels: list[str], slice_thr
         add(vtk.vtkIntArray, "slice", slice_indices.tolist())
         add(vtk.vtkDoubleArray, "z_mm", (np.full(len(slice_indices), np.nan) if z_mm is None
                                         else np.asarray(z_mm, float)).tolist())
+        if instance_numbers is not None and any(n is not None for n in instance_numbers):
+            add(vtk.vtkIntArray, "instance", [-1 if n is None else int(n) for n in instance_numbers])
+            node.SetColumnDescription("instance", "DICOM InstanceNumber of the slice (as viewers show it)")
         for c, lab in enumerate(labels):
             add(vtk.vtkDoubleArray, f"P({lab})", probabilities[:, c].tolist())
         pos = probabilities[:, positive_index]
@@ -596,8 +601,10 @@ def load_report_folder(out_dir, ct_node=None, prefix: str | None = None, scene=N
         positive_name = "COVID-19" if "COVID-19" in class_names else class_names[-1]
         pos_index = class_names.index(positive_name)
         verdict = report["verdict"]
+        numbers = {s["slice"]: s.get("instance_number") for s in report.get("slices", [])}
         table = scores_table_node(slices, probs, class_names, verdict["slice_threshold"], z_mm, pos_index,
-                                  f"{prefix} COVID slice scores", scene, node=table_node)
+                                  f"{prefix} COVID slice scores", scene, node=table_node,
+                                  instance_numbers=[numbers.get(int(k)) for k in slices])
         chart, series, _ = scores_plot_nodes(table, f"P({positive_name})", f"{prefix} COVID slice scores", scene,
                                              chart=chart_node)
         for n in (seg, heat, table, chart, *lesions.values()):

@@ -29,6 +29,7 @@ class ScreenOptions:
     batch_size: int | None = None  # slices per batch (None: 64 on GPU, 16 on CPU)
     heatmap: bool = True  # Grad-CAM
     lesions: bool = True  # GGO / consolidation extent and possible fibrotic streaks
+    lesion_model: str | None = None  # lesion package name or folder (None: lesion_seg.DEFAULT_LESION_MODEL)
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -46,12 +47,15 @@ class ScreenOptions:
             args += ["--model", str(self.model)]
         if self.batch_size:
             args += ["--batch-size", str(int(self.batch_size))]
+        if self.lesion_model:
+            args += ["--lesion-model", str(self.lesion_model)]
         return args + ["--no-heatmap"] * (not self.heatmap) + ["--no-lesions"] * (not self.lesions)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "ScreenOptions":
         return cls(model=args.model, device=args.device, batch_size=args.batch_size,
-                   heatmap=not getattr(args, "no_heatmap", False), lesions=not getattr(args, "no_lesions", False))
+                   heatmap=not getattr(args, "no_heatmap", False), lesions=not getattr(args, "no_lesions", False),
+                   lesion_model=getattr(args, "lesion_model", None))
 
 
 SCREEN_OPTION_DEFAULTS = {f.name: f.default for f in fields(ScreenOptions)}
@@ -68,3 +72,5 @@ def add_screen_options(parser: argparse.ArgumentParser, steps: bool = True) -> N
         parser.add_argument("--no-heatmap", action="store_true", help="skip Grad-CAM (faster)")
         parser.add_argument("--no-lesions", action="store_true",
                             help="skip the GGO / consolidation / streak measurement")
+        parser.add_argument("--lesion-model", default=None,
+                            help="lesion model package folder or shipped name (default: covidct-lesion-unet-v1)")

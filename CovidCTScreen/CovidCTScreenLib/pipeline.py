@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -104,20 +104,21 @@ def screen(source: str | os.PathLike | CTVolume, model: str | os.PathLike | Mode
            device: str = "auto", batch_size: int | None = None, heatmap: bool = True, lesions: bool = True,
            progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
            lung_mask: str | os.PathLike | LungMask | None = None, lung_mask_name: str | None = None,
-           lesion_net: bool = True) -> ScreenResult:
-    """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``.
+           lesion_net: bool = True, series: str | None = None, lesion_model: str | None = None) -> ScreenResult:
+    """Screen one CT. ``source`` is a path (DICOM folder, NRRD, NIfTI, MHA) or a loaded ``CTVolume``;
+    ``series`` picks a series UID of a DICOM folder holding several (default: ``volume_io.choose_series``).
     ``lesions`` adds the GGO / consolidation extent and possible fibrotic streaks (``manifestations``);
-    ``lesion_net=False`` leaves the lesion UNet out of it.
+    ``lesion_net=False`` leaves the lesion UNet out of it; ``lesion_model`` picks the lesion package.
     ``lung_mask``: a lung mask the user has (file on the CT grid, see ``lung_mask.read_lung_mask``, or a
     ``LungMask``) instead of the computed one; ``lung_mask_name`` names it in the report (a Slicer segmentation).
     ``cancel()`` turning true raises ``Cancelled`` (see ``cancel_watch``)."""
     with cancel_watch(cancel):
         return _screen(source, model, device, batch_size, heatmap, lesions, progress, cancel, lung_mask,
-                       lung_mask_name, lesion_net)
+                       lung_mask_name, lesion_net, series, lesion_model)
 
 
 def _screen(source, model, device, batch_size, heatmap, lesions, progress, cancel, lung_mask, lung_mask_name,
-            lesion_net) -> ScreenResult:
+            lesion_net, series, lesion_model) -> ScreenResult:
     from .explain import to_volume
     from .inference import lung_slices, probabilities_and_gradcam, select_device
 
@@ -134,7 +135,7 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
         volume = source
         validate_ct(volume)
     else:
-        volume = load_ct(Path(source))
+        volume = load_ct(Path(source), series)
     timings["load_s"] = time.perf_counter() - t
     _stage_reporter(progress, "load")(1.0)
     check_cancel()
@@ -172,11 +173,12 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
     check_cancel()
     found = None
     if lesions:
-        from .manifestations import measure
+        from .manifestations import category, measure
 
         t = time.perf_counter()
-        found = measure(volume, mask, device=str(dev), progress=_stage_reporter(progress, "lesions"), cancel=cancel,
-                        learned=lesion_net)
+        found = measure(volume, mask, lesion_model, device=str(dev), progress=_stage_reporter(progress, "lesions"),
+                        cancel=cancel, learned=lesion_net)
+        verdict = replace(verdict, **category(verdict.to_dict(), found))
         timings["lesions_s"] = time.perf_counter() - t
         timings.update({f"lesions_{k}": v for k, v in found.timings.items()})
     _stage_reporter(progress, "lesions")(1.0)

@@ -32,6 +32,8 @@ class CTVolume:
     direction: tuple[float, ...]  # 3x3 row-major
     source: str
     meta: dict = field(default_factory=dict)
+    instance_numbers: list | None = None  # DICOM InstanceNumber of each slice k (None: not DICOM / not given)
+    dicom_files: list | None = None  # the source DICOM files (for DICOM outputs that reference them)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -48,49 +50,137 @@ class CTVolume:
         return img
 
 
-def _dicom_series(folder: Path) -> tuple[list[str], dict]:
-    """File names of the one CT series in ``folder`` (sorted by position) and its header facts."""
+SERIES_RULE = ("axial CT series with at least {n} images, no scouts / localizers; thin slices (<= {thin} mm) first, "
+               "then a lung (sharp) kernel, then the thinnest slices, then the most images")
+THIN_MM = 3.0
+SHARP_KERNEL_MIN = 50  # Siemens-style kernel number (B60f, Br64, I70f) from which a kernel is sharp / lung
+
+
+@dataclass
+class SeriesInfo:
+    """One DICOM series of a folder, as the series list shows it."""
+
+    uid: str  # SeriesInstanceUID as the header holds it
+    reader_id: str  # GDCM's series id (the UID with non-UID characters dropped)
+    files: list[str]  # in GDCM order
+    description: str
+    modality: str
+    kernel: str
+    thickness_mm: float
+    pixel_mm: float
+    image_type: str
+    axial: bool
+
+    @property
+    def sharp_kernel(self) -> bool:
+        import re
+
+        k = self.kernel.upper()
+        number = re.match(r"^[A-Z]{1,2}(\d{2})", k)
+        return any(w in k for w in ("LUNG", "BONE", "SHARP", "EDGE")) or bool(
+            number and int(number.group(1)) >= SHARP_KERNEL_MIN)
+
+    @property
+    def usable(self) -> bool:
+        return (self.modality == "CT" and self.axial and "LOCALIZER" not in self.image_type.upper()
+                and len(self.files) >= MIN_SLICES)
+
+    def to_dict(self) -> dict:
+        return {"series_instance_uid": self.uid, "description": self.description, "modality": self.modality,
+                "images": len(self.files), "slice_thickness_mm": self.thickness_mm, "pixel_mm": self.pixel_mm,
+                "kernel": self.kernel, "image_type": self.image_type, "axial": self.axial}
+
+    def line(self) -> str:
+        return (f"{self.uid}: '{self.description or 'no description'}' {self.modality}, {len(self.files)} images, "
+                f"{self.thickness_mm:g} mm slices, {self.pixel_mm:.2f} mm pixels, kernel {self.kernel or '?'}"
+                f"{'' if self.axial else ', not axial'}"
+                f"{', localizer' if 'LOCALIZER' in self.image_type.upper() else ''}")
+
+
+def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
+    """Every DICOM image series in ``folder`` (one header read per series)."""
     import pydicom
     import SimpleITK as sitk
+
+    folder = Path(folder)
+    out = []
+    for reader_id in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)):
+        names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), reader_id))
+        try:
+            head = pydicom.dcmread(names[0], stop_before_pixels=True)
+        except Exception as e:  # pydicom raises several types for broken files
+            raise InputError(f"Cannot read DICOM header of {names[0]}: {e}") from e
+        iop = [float(v) for v in getattr(head, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0])]
+        normal = np.cross(iop[:3], iop[3:])
+        pixel = getattr(head, "PixelSpacing", None)
+        out.append(SeriesInfo(
+            uid=str(getattr(head, "SeriesInstanceUID", "")) or reader_id, reader_id=reader_id, files=names,
+            description=str(getattr(head, "SeriesDescription", "")).strip(),
+            modality=str(getattr(head, "Modality", "")), kernel=str(getattr(head, "ConvolutionKernel", "")),
+            thickness_mm=float(getattr(head, "SliceThickness", 0) or 0),
+            pixel_mm=float(pixel[0]) if pixel else 0.0, image_type="\\".join(getattr(head, "ImageType", [])),
+            axial=bool(abs(normal[2]) >= 0.9)))
+    return out
+
+
+def choose_series(series: list[SeriesInfo], uid: str | None = None) -> SeriesInfo:
+    """The series named by ``uid``, else the best for lung reading by ``SERIES_RULE``."""
+    if uid:
+        for s in series:
+            if uid in (s.uid, s.reader_id):
+                return s
+        raise InputError(f"Series {uid} is not in this folder; its series are: "
+                         + "; ".join(s.line() for s in series))
+    usable = [s for s in series if s.usable] or series  # none usable: the checks below say why
+    return min(usable, key=lambda s: (not 0 < s.thickness_mm <= THIN_MM, not s.sharp_kernel,
+                                      s.thickness_mm or 99.0, -len(s.files)))
+
+
+def _dicom_series(folder: Path, series_uid: str | None = None) -> tuple[list[str], dict, list]:
+    """File names of the chosen CT series in ``folder`` (GDCM order), its header facts, and per file
+    (ImagePositionPatient or None, InstanceNumber or None)."""
+    import pydicom
 
     files = [p for p in folder.iterdir() if p.is_file()]
     if not files:
         raise InputError(f"Folder {folder} is empty: expected the DICOM files of one CT series")
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    series = list_series(folder)
     if not series:
         _refuse_unreadable(folder, files, set())
         raise InputError(f"No DICOM series found in {folder} ({len(files)} files, none readable as DICOM image)")
-    if len(series) > 1:
-        raise InputError(f"{folder} mixes {len(series)} DICOM series; put each series in its own folder "
-                         f"(series UIDs: {', '.join(series[:4])}{' ...' if len(series) > 4 else ''})")
-    names = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
-    _refuse_unreadable(folder, files, set(names))
-    try:
-        head = pydicom.dcmread(names[0], stop_before_pixels=True)
-    except Exception as e:  # pydicom raises several types for broken files
-        raise InputError(f"Cannot read DICOM header of {names[0]}: {e}") from e
+    chosen = choose_series(series, series_uid)
+    names = chosen.files
+    _refuse_unreadable(folder, files, {n for s in series for n in s.files})  # other series' files are fine
+    head = pydicom.dcmread(names[0], stop_before_pixels=True)
     modality = str(getattr(head, "Modality", ""))
     if modality != "CT":
         raise InputError(f"{folder} holds a {modality or 'unknown-modality'} series; CovidCTScreen needs CT")
     if "RescaleIntercept" not in head and int(getattr(head, "PixelRepresentation", 0)) == 0:
         raise InputError(f"{folder}: unsigned pixels without RescaleIntercept, so values are not Hounsfield units")
-    positions = []
+    slices = []
     for n in names:
-        h = pydicom.dcmread(n, stop_before_pixels=True, specific_tags=["ImagePositionPatient", "SeriesInstanceUID"])
-        if "ImagePositionPatient" in h:
-            positions.append([float(v) for v in h.ImagePositionPatient])
+        h = pydicom.dcmread(n, stop_before_pixels=True, specific_tags=["ImagePositionPatient", "InstanceNumber"])
+        slices.append(([float(v) for v in h.ImagePositionPatient] if "ImagePositionPatient" in h else None,
+                       int(h.InstanceNumber) if h.get("InstanceNumber") not in (None, "") else None))
+    positions = [p for p, _ in slices if p is not None]
     if len(positions) == len(names) > 2:
         steps = np.linalg.norm(np.diff(np.array(positions), axis=0), axis=1)
         if steps.min() <= 0 or steps.max() > 1.5 * np.median(steps):
             raise InputError(f"{folder}: slices are missing or duplicated (slice gaps {steps.min():.2f}-"
                              f"{steps.max():.2f} mm); re-export the complete series")
-    meta = {"format": "DICOM", "modality": modality, "files": len(names),
+    meta = {"format": "DICOM", "modality": modality, "files": len(names), "file_names": names,
             **_spacing_note(positions),
             "series_instance_uid": str(getattr(head, "SeriesInstanceUID", "")),
+            "series_description": chosen.description,
             "manufacturer": str(getattr(head, "Manufacturer", "")),
             "convolution_kernel": str(getattr(head, "ConvolutionKernel", "")),
             "slice_thickness_mm": float(getattr(head, "SliceThickness", 0) or 0)}
-    return names, meta
+    if len(series) > 1:
+        meta["series_choice"] = {
+            "chosen": chosen.uid,
+            "how": "--series" if series_uid else f"rule: {SERIES_RULE.format(n=MIN_SLICES, thin=THIN_MM)}",
+            "series": [s.to_dict() for s in series]}
+    return names, meta, slices
 
 
 def _spacing_note(positions: list) -> dict:
@@ -141,7 +231,8 @@ def _read_gzipped(path: Path):
         return sitk.ReadImage(str(plain))
 
 
-def _read_image(path: Path):
+def _read_image(path: Path, series_uid: str | None = None):
+    """(SimpleITK image, meta, per-file (position, instance number) or None for volume files)."""
     import warnings
 
     import SimpleITK as sitk
@@ -150,11 +241,11 @@ def _read_image(path: Path):
     if path.is_dir():
         with warnings.catch_warnings():  # pydicom's remarks on odd header values: not the user's concern here
             warnings.simplefilter("ignore")
-            names, meta = _dicom_series(path)
+            names, meta, slices = _dicom_series(path, series_uid)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(names)
         try:
-            return reader.Execute(), meta
+            return reader.Execute(), meta, slices
         except RuntimeError as e:
             bad = next((n for n in names if n in str(e)), None)
             where = f"DICOM file {Path(bad).name} is truncated or corrupt" if bad else str(e).strip().splitlines()[-1]
@@ -169,17 +260,20 @@ def _read_image(path: Path):
         img = _read_gzipped(path) if name.endswith(".gz") else sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise InputError(f"Cannot read {path}: the file is corrupt or not a {name.split('.', 1)[-1]} volume") from e
-    return img, {"format": name.split(".", 1)[-1].upper()}
+    return img, {"format": name.split(".", 1)[-1].upper()}, None
 
 
-def load_ct(path: str | os.PathLike) -> CTVolume:
-    """Read ``path`` and return the CT in HU, or raise ``InputError`` saying why it cannot be screened."""
+def load_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTVolume:
+    """Read ``path`` and return the CT in HU, or raise ``InputError`` saying why it cannot be screened.
+    A DICOM folder with several series gives the one ``series_uid`` names, else the best by ``SERIES_RULE``."""
     import SimpleITK as sitk
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist")
-    img, meta = _read_image(path)
+    if series_uid and not path.is_dir():
+        raise InputError(f"--series needs a DICOM folder; {path} is a file")
+    img, meta, slices = _read_image(path, series_uid)
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path} has {img.GetNumberOfComponentsPerPixel()} components per voxel (colour or "
                          f"vector image); a CT has one")
@@ -188,6 +282,14 @@ def load_ct(path: str | os.PathLike) -> CTVolume:
     img = sitk.DICOMOrient(img, "LPS")
     volume = CTVolume(hu=_compact_hu(sitk.GetArrayViewFromImage(img)), spacing=img.GetSpacing(),
                       origin=img.GetOrigin(), direction=img.GetDirection(), source=str(path), meta=meta)
+    if slices is not None:
+        volume.dicom_files = list(meta.pop("file_names"))
+        volume.instance_numbers = [None] * img.GetSize()[2]
+        for position, number in slices:
+            if position is not None:
+                k = img.TransformPhysicalPointToIndex(position)[2]
+                if 0 <= k < len(volume.instance_numbers):
+                    volume.instance_numbers[k] = number
     del img
     validate_ct(volume)
     return volume

@@ -2,7 +2,7 @@
 
     python -m CovidCTScreenLib.worker INPUT OUT_DIR [--model M] [--device auto|cuda|cpu]
                                       [--batch-size N] [--no-heatmap] [--no-lesions] [--cancel-file PATH]
-                                      [--lung-mask FILE [--lung-mask-name NAME]]
+                                      [--lung-mask FILE [--lung-mask-name NAME]] [--series UID]
                                       [--evaluate [--threshold T ...]]
 
 screens one CT (``pipeline.screen_to_folder``), or with ``--evaluate`` measures the model on the
@@ -36,10 +36,13 @@ from .process_runner import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INPUT, EXIT_MESSA
 
 def command(input_path, out_dir, model=None, device="auto", batch_size=None, heatmap=True, lesions=True,
             cancel_file=None, python: str | None = None, evaluate: bool = False, thresholds=(), lung_mask=None,
-            lung_mask_name: str | None = None) -> list[str]:
+            lung_mask_name: str | None = None, series: str | None = None, lesion_model=None) -> list[str]:
     """The worker's command line (``python`` defaults to this interpreter)."""
-    options = ScreenOptions(model=model, device=device, batch_size=batch_size, heatmap=heatmap, lesions=lesions)
+    options = ScreenOptions(model=model, device=device, batch_size=batch_size, heatmap=heatmap, lesions=lesions,
+                            lesion_model=lesion_model)
     cmd = [python or sys.executable, "-m", "CovidCTScreenLib.worker", str(input_path), str(out_dir), *options.argv()]
+    if series:
+        cmd += ["--series", str(series)]
     if cancel_file:
         cmd += ["--cancel-file", str(cancel_file)]
     if lung_mask:
@@ -100,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lung mask file on the CT grid (as covidct-screen --lung-mask)")
     p.add_argument("--lung-mask-name", default=None,
                    help="name of the Slicer segmentation the lung mask file was exported from (for the report)")
+    p.add_argument("--series", default=None, help="series UID of a DICOM folder holding several series")
     p.add_argument("--evaluate", action="store_true", help="evaluate the model on labelled data (covidct-evaluate)")
     p.add_argument("--threshold", type=float, action="append", default=[], help="with --evaluate: extra threshold")
     return p
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             from .pipeline import screen_to_folder
 
             screen_to_folder(args.input, args.out_dir, progress=progress, cancel=cancelled,
-                             lung_mask=args.lung_mask, lung_mask_name=args.lung_mask_name,
+                             lung_mask=args.lung_mask, lung_mask_name=args.lung_mask_name, series=args.series,
                              **ScreenOptions.from_args(args).kwargs())
         if cancelled():  # cancel arrived while the report was being written: take it back
             if not existed:

