@@ -160,14 +160,16 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
     probabilities, cams = probabilities_and_gradcam(package, net, slices.images, dev, batch_size,
                                                     _stage_reporter(progress, "inference"), cancel, heatmap)
     timings["inference_s"] = time.perf_counter() - t
+    indices, box = slices.indices, slices.box
+    del slices, net  # the model inputs (150 MB at 1000 slices) and the classifier are not needed any more
 
     pos = probabilities[:, package.positive_index]
-    verdict = study_verdict(slices.indices, pos, package.info.slice_threshold, package.info.study_min_fraction)
+    verdict = study_verdict(indices, pos, package.info.slice_threshold, package.info.study_min_fraction)
     heat = None
     if heatmap:
         check_cancel()
         t = time.perf_counter()
-        heat = to_volume(cams, pos, slices.indices, slices.box, volume.shape, mask.labels)
+        heat = to_volume(cams, pos, indices, box, volume.shape, mask.labels)
         timings["gradcam_s"] = time.perf_counter() - t
     _stage_reporter(progress, "grad-cam")(1.0)
     check_cancel()
@@ -183,7 +185,7 @@ def _screen(source, model, device, batch_size, heatmap, lesions, progress, cance
         timings.update({f"lesions_{k}": v for k, v in found.timings.items()})
     _stage_reporter(progress, "lesions")(1.0)
     check_cancel()
-    return ScreenResult(volume=volume, mask=mask, model=package, slice_indices=slices.indices,
+    return ScreenResult(volume=volume, mask=mask, model=package, slice_indices=indices,
                         probabilities=probabilities, heatmap=heat, verdict=verdict, device=str(dev),
                         manifestations=found, timings=timings)
 
