@@ -76,7 +76,7 @@ def test_available_models_by_task():
     from CovidCTScreenLib.model_package import LESION_SEGMENTATION, SLICE_CLASSIFICATION
 
     assert available_models(task=SLICE_CLASSIFICATION) == [DEFAULT_MODEL]
-    assert available_models(task=LESION_SEGMENTATION) == ["covidct-lesion-unet-v1"]
+    assert available_models(task=LESION_SEGMENTATION) == ["covidct-lesion-effunet-v2", "covidct-lesion-unet-v1"]
     assert sorted(available_models()) == sorted(available_models(SLICE_CLASSIFICATION)
                                                 + available_models(LESION_SEGMENTATION))
 
