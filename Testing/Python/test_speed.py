@@ -220,3 +220,18 @@ def test_lung_mask_matches_the_previous_formulas(p002):
     for step in steps:
         closed = ndimage.binary_erosion(closed, step, border_value=1)
     assert np.array_equal(lm._chain(previous, steps, dilate=False), closed) and (closed != right).any()
+
+
+def test_labels_at_equals_the_torch_argmax_it_replaces():
+    """labels_at takes numpy's argmax (first maximum, as torch's) after the same bilinear resize."""
+    import torch
+    import torch.nn.functional as F
+
+    from CovidCTScreenLib.lesion_seg import labels_at
+
+    rng = np.random.default_rng(0)
+    prob = rng.random((3, 64, 64)).astype(np.float32)
+    prob[:, :8] = 0.5  # ties: the first class wins in both
+    expected = F.interpolate(torch.from_numpy(prob)[None], size=(101, 87), mode="bilinear",
+                             align_corners=False)[0].argmax(0).numpy()
+    assert np.array_equal(labels_at(prob, (101, 87)), expected.astype(np.uint8))
