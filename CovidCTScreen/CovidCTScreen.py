@@ -491,21 +491,6 @@ def mrmlGlue():
 #
 
 
-def pollWithTimer(job, onFinished, intervalMs: int = 200):
-    """Drive a ``process_runner`` job from a qt.QTimer (the GUI stays responsive); ``onFinished()`` at the end."""
-    timer = qt.QTimer()
-    timer.setInterval(intervalMs)
-
-    def poll():
-        if job.poll():
-            timer.stop()
-            onFinished()
-
-    timer.connect("timeout()", poll)
-    timer.start()
-    return timer
-
-
 class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     """Screening logic, usable without the GUI:
 
@@ -701,7 +686,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
                 completedCallback(result, error)
 
         self._run = job
-        self._timer = pollWithTimer(job, onFinished)
+        self._timer = process_runner.poll_with_qt_timer(job, onFinished)
         return None
 
     def cancel(self) -> None:

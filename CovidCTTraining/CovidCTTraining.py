@@ -435,7 +435,7 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
             if completedCallback:
                 completedCallback(result, error)
 
-        self._timer = pollWithTimer(job, onFinished, self.POLL_MS)
+        self._timer = process_runner.poll_with_qt_timer(job, onFinished, self.POLL_MS)
         return None
 
     def stop(self) -> None:
@@ -499,7 +499,7 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
             if completedCallback:
                 completedCallback(result, error)
 
-        self._evalTimer = pollWithTimer(job, onFinished, self.POLL_MS)
+        self._evalTimer = process_runner.poll_with_qt_timer(job, onFinished, self.POLL_MS)
         return None
 
     @property
@@ -513,21 +513,6 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
 
 def pythonExecutable() -> str:
     return process_runner.python_executable()
-
-
-def pollWithTimer(job, onFinished, intervalMs: int):
-    """Drive a ``process_runner`` job from a qt.QTimer (the GUI stays responsive); ``onFinished()`` at the end."""
-    timer = qt.QTimer()
-    timer.setInterval(intervalMs)
-
-    def poll():
-        if job.poll():
-            timer.stop()
-            onFinished()
-
-    timer.connect("timeout()", poll)
-    timer.start()
-    return timer
 
 
 def registerModel(packagePath) -> str:

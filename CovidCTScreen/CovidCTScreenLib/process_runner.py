@@ -205,3 +205,21 @@ def python_executable() -> str:
     import shutil
 
     return shutil.which("PythonSlicer") or sys.executable
+
+
+def poll_with_qt_timer(job, on_finished, interval_ms: int = 200):
+    """Drive ``job`` (a ``ProcessRun`` or a test's fake) from a qt.QTimer, so a Slicer GUI stays responsive;
+    ``on_finished()`` once it has ended. Qt is imported here only: the module stays plain Python."""
+    import qt
+
+    timer = qt.QTimer()
+    timer.setInterval(interval_ms)
+
+    def poll():
+        if job.poll():
+            timer.stop()
+            on_finished()
+
+    timer.connect("timeout()", poll)
+    timer.start()
+    return timer
