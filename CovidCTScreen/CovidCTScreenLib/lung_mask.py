@@ -9,8 +9,8 @@ Seed 002's recipe, then made robust for sick lungs and the lung bases:
    out, so a thin, partial-volumed diaphragm does not join the colon or stomach to the lung;
 3. lung: everything below -300 HU inside the body that is connected to a core, so partially
    aerated (ground-glass, -750..-300 HU) parenchyma joins the lung it belongs to;
-4. airways: central 2D components of pure air (< -900 HU) of airway size, ringed by soft tissue,
-   are the trachea and main bronchi;
+4. airways: central 2D components of pure air (< -900 HU; < -850 HU in diffusely dense lungs) of airway
+   size, ringed by soft tissue, are the trachea and main bronchi;
    they are cut out with a margin for their wall before the lung components are formed;
 5. right / left: the two largest components (split by erosion when the lungs touch; thin bases left over
    are cut at the midline between the two), sided by the patient's x axis (LPS: +x is the patient's left);
@@ -44,6 +44,7 @@ from .errors import InputError
 BODY_HU = -500.0
 LUNG_HU = -300.0  # upper end of ground glass: diseased but aerated lung joins the lung
 AIRWAY_HU = -900.0
+DENSE_AIRWAY_HU = -850.0  # lumen threshold when the lungs hold no air below -850 HU (see airway_mask)
 AIRWAY_WALL_MM = 3.0  # airway lumen grown by this much in-plane to cut it free from the lungs
 AIRWAY_AREA_MM2 = (20.0, 700.0)  # main bronchus .. trachea lumen
 AIRWAY_RING_MM = 3.0
@@ -131,12 +132,14 @@ def body_mask(hu: np.ndarray) -> np.ndarray:
     return _fill_holes_per_slice(largest)
 
 
-def airway_mask(hu: np.ndarray, body: np.ndarray, spacing) -> np.ndarray:
-    """Trachea and main bronchi, slice by slice: central 2D components of pure air (< ``AIRWAY_HU``)
-    of airway size whose surrounding ring is soft tissue (mediastinum), not lung."""
+def airway_mask(hu: np.ndarray, body: np.ndarray, spacing, air_hu: float = AIRWAY_HU) -> np.ndarray:
+    """Trachea and main bronchi, slice by slice: central 2D components of pure air (< ``air_hu``)
+    of airway size whose surrounding ring is soft tissue (mediastinum), not lung. In diffusely dense lungs
+    (no aerated core below -850 HU) the lumen is still the darkest air, but a narrow one (intubated trachea,
+    5 mm slices, smooth kernel) is partial-volumed to -850..-930 HU: there ``DENSE_AIRWAY_HU`` finds it."""
     pixel_mm2 = spacing[0] * spacing[1]
     ring_px = max(1, int(round(AIRWAY_RING_MM / min(spacing[0], spacing[1]))))
-    air = (hu < AIRWAY_HU) & body
+    air = (hu < air_hu) & body
     out = np.zeros(hu.shape, bool)
     for k in range(hu.shape[0]):
         cols = np.flatnonzero(body[k].any(axis=0))
@@ -289,9 +292,9 @@ def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(aerated lung cores, gas pockets). Cores are air below the first of ``CORE_HU`` that gives a lung
-    core of at least ``MIN_CORE_FRACTION`` of the body (diffusely dense lungs have no air below -850 HU);
+def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(aerated lung cores, gas pockets, the core threshold used). Cores are air below the first of ``CORE_HU`` that
+    gives a lung core of at least ``MIN_CORE_FRACTION`` of the body (diffusely dense lungs have no air below -850 HU);
     components of pure gas (median < ``GAS_HU``: bowel, stomach, skin folds) are gas pockets."""
     total = max(int(body.sum()), 1)
     for air_hu in CORE_HU:
@@ -303,7 +306,7 @@ def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keep = lung_sizes >= max(0.005 * lung_sizes.sum(), 1)
         if lung_sizes[keep].sum() >= MIN_CORE_FRACTION * total:
             break
-    return _lookup(labels, np.flatnonzero(keep)), _lookup(labels, np.flatnonzero(gas))
+    return _lookup(labels, np.flatnonzero(keep)), _lookup(labels, np.flatnonzero(gas)), air_hu
 
 
 def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float], keep_body: bool = True) -> LungMask:
@@ -337,10 +340,10 @@ def lung_mask(hu: np.ndarray, spacing: tuple[float, float, float], keep_body: bo
 
 def _lung_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> LungMask:
     body = body_mask(hu)
-    airways = airway_mask(hu, body, spacing)
+    core, gas, core_hu = _cores(hu, body)
+    airways = airway_mask(hu, body, spacing, AIRWAY_HU if core_hu == CORE_HU[0] else DENSE_AIRWAY_HU)
     wall = max(1, int(round(AIRWAY_WALL_MM / min(spacing[0], spacing[1]))))
     airways = ndimage.binary_dilation(airways, _SQUARE, iterations=wall)
-    core, gas = _cores(hu, body)
     candidate = (hu < LUNG_HU) & body & ~airways
     if gas.any():  # a thin, partial-volumed diaphragm must not join bowel / stomach gas to the lung
         steps = _cylinder_steps(GAS_MARGIN_MM, spacing)

@@ -101,6 +101,31 @@ def test_real_covid_slices_two_lungs(name):
     assert min(areas) > 10 and sum(areas) > 60  # cm2
 
 
+def test_dense_lungs_airways_out():
+    """A046441: diffusely dense lungs of an intubated patient (no lung air below -850 HU); the narrow trachea and the
+    left main bronchus only reach -850..-945 HU (5 mm slice). Found here at full resolution: central air (< -800 HU)
+    of airway size ringed by soft tissue (3 mm ring above -500 HU). Neither is lung."""
+    hu, spacing = read_dicom_slice(COVID_HU / "A046441_19010101-23.dcm")
+    h = hu[0]
+    body, _ = ndimage.label(h > -500)
+    body = ndimage.binary_fill_holes(body == np.bincount(body.ravel())[1:].argmax() + 1)
+    cols = np.flatnonzero(body.any(axis=0))
+    centre, width = (cols[0] + cols[-1]) / 2, cols[-1] - cols[0]
+    air, n = ndimage.label((h < -800) & body)
+    ring_px = round(3.0 / spacing[0])
+    airways = []
+    for i in range(1, n + 1):
+        comp = air == i
+        area = comp.sum() * spacing[0] * spacing[1]
+        ring = ndimage.binary_dilation(comp, iterations=ring_px) & ~comp
+        if 20 <= area <= 700 and abs(np.nonzero(comp)[1].mean() - centre) < 0.15 * width and h[ring].mean() > -500:
+            airways.append(comp)
+    assert len(airways) == 2  # trachea and left main bronchus
+    mask = lung_mask(hu, spacing)
+    for comp in airways:
+        assert not mask.lungs[0][comp].any()
+
+
 def test_no_lung_gives_empty_mask():
     """Soft tissue only (no air inside a body): nothing is called lung."""
     hu = np.full((6, 128, 128), -1000.0, np.float32)
