@@ -25,11 +25,12 @@ VOLUMES = ["covid-ct-md/Normal subjects/normal002", "covid-ct-md/COVID-19 subjec
 
 
 def _baseline(rev: str, name: str, folder: Path):
-    """Module ``name`` of ``LIB`` at git revision ``rev`` (these two modules import no sibling module there)."""
+    """Module ``name`` of ``LIB`` at git revision ``rev``, loaded inside the package so that its relative imports
+    (``.errors``) resolve to this checkout's modules."""
     path = folder / f"{name}.py"
     path.write_text(subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{LIB}/{name}.py"], check=True,
                                    capture_output=True, text=True).stdout)
-    spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)
+    spec = importlib.util.spec_from_file_location(f"CovidCTScreenLib.baseline_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)

@@ -4,9 +4,10 @@ Seed 002's recipe, then made robust for sick lungs and the lung bases:
 1. body: tissue above -500 HU, largest 3D component, holes filled slice by slice (this is the
    flood fill that drops the air outside the body and the scanner table);
 2. aerated lung core: air below -850 HU inside the body (seed 002's threshold; -700 / -550 HU when that
-   finds almost no air, as in diffusely dense lungs), small objects removed. Air cores whose median is
-   pure gas (< -950 HU) are bowel, stomach or skin-fold gas: they are grown by ``GAS_MARGIN_MM`` and cut
-   out, so a thin, partial-volumed diaphragm does not join the colon or stomach to the lung;
+   finds almost no air, as in diffusely dense lungs), small objects removed. Air cores whose median one
+   pixel in from their edge is pure gas (< -950 HU) are bowel, stomach, bronchi or air trapped against the
+   skin: they are grown by ``GAS_MARGIN_MM`` and cut out, so a thin, partial-volumed diaphragm does not join
+   the colon or stomach to the lung;
 3. lung: everything below -300 HU inside the body that is connected to a core, so partially
    aerated (ground-glass, -750..-300 HU) parenchyma joins the lung it belongs to;
 4. airways: central 2D components of pure air (< -900 HU; < -850 HU in diffusely dense lungs) of airway
@@ -295,13 +296,18 @@ def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
 def _cores(hu: np.ndarray, body: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """(aerated lung cores, gas pockets, the core threshold used). Cores are air below the first of ``CORE_HU`` that
     gives a lung core of at least ``MIN_CORE_FRACTION`` of the body (diffusely dense lungs have no air below -850 HU);
-    components of pure gas (median < ``GAS_HU``: bowel, stomach, skin folds) are gas pockets."""
+    components of pure gas (median < ``GAS_HU`` one pixel in from their edge, where partial volume with the wall
+    does not lift it: bowel, stomach, air trapped against the skin) are gas pockets."""
     total = max(int(body.sum()), 1)
     for air_hu in CORE_HU:
-        labels, sizes = _components((hu < air_hu) & body)
-        gas_voxels = _slab_bincount(labels, hu < GAS_HU)
+        air = (hu < air_hu) & body
+        labels, sizes = _components(air)
+        interior = _chain(air, [_SQUARE], dilate=False)
+        gas_voxels = _slab_bincount(labels, interior & (hu < GAS_HU))
+        interior_sizes = _slab_bincount(labels, interior)
+        del air, interior
         sizes[0] = 0
-        gas = (gas_voxels > 0.5 * sizes) & (sizes > 0)  # median below GAS_HU
+        gas = (gas_voxels > 0.5 * interior_sizes) & (interior_sizes > 0)  # interior median below GAS_HU
         lung_sizes = np.where(gas, 0, sizes)
         keep = lung_sizes >= max(0.005 * lung_sizes.sum(), 1)
         if lung_sizes[keep].sum() >= MIN_CORE_FRACTION * total:
