@@ -98,8 +98,9 @@ slice holding enough lung is cropped to the lungs, mapped through the lung windo
 (W1200/L-500) and scored by a 2D classifier; scores are calibrated (temperature scaling). The study is called COVID-19 when more than a set fraction
 of lung slices reach the slice threshold. Grad-CAM shows where the classifier looked on each slice.</p>
 {modelCardSummary()}
-<p>Outputs: lung segmentation (SNOMED CT coded), heatmap volume shown over the CT, slice-score table and chart,
-top suspicious slices (click to jump), and a report folder (JSON, CSV, NRRD, PNG) with "Export report".
+<p>Outputs: lung segmentation (SNOMED CT coded), heatmap volume shown over the CT, a per-slice table (lesion %
+of each slice's lung by the lesion UNet and the HU bands, and the classifier's P(COVID-19)) with a lesion chart and
+a score chart, top suspicious slices (click to jump), and a report folder (JSON, CSV, NRRD, PNG) with "Export report".
 The same pipeline runs from the Python console (<code>CovidCTScreenLogic().process(volumeNode)</code>), the
 command line (<code>covidct-screen</code>) and headless Slicer (<code>scripts/batch_screen.py</code>).</p>
 """
@@ -165,6 +166,7 @@ class CovidCTScreenParameterNode:
     outputHeatmap: vtkMRMLScalarVolumeNode
     outputTable: vtkMRMLTableNode
     outputChart: vtkMRMLPlotChartNode
+    outputLesionChart: vtkMRMLPlotChartNode
     reportFolder: str = ""
 
 
@@ -332,7 +334,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                heatmap=p.computeHeatmap, lesions=p.computeLesions, heatmapOpacity=p.heatmapOpacity,
                                lungSegmentation=p.lungMask,
                                outputNodes={"segmentation": p.outputSegmentation, "heatmap": p.outputHeatmap,
-                                            "table": p.outputTable, "chart": p.outputChart},
+                                            "table": p.outputTable, "chart": p.outputChart,
+                                            "lesion_chart": p.outputLesionChart},
                                progressCallback=self.onProgress, completedCallback=self.onCompleted)
         self._checkCanApply()
 
@@ -354,6 +357,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.outputHeatmap = result["heatmap"]
         p.outputTable = result["table"]
         p.outputChart = result["chart"]
+        if result["lesion_chart"] is not None:
+            p.outputLesionChart = result["lesion_chart"]
         p.reportFolder = result["reportFolder"]
         self.ui.statusLabel.text = f"Done in {result['seconds']:.0f} s on {result['report'].get('device', '?')}."
         self.showVerdict()
@@ -394,9 +399,10 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.extentLabel.text = extent_html(result["report"])  # the same tables as report.html
         self.ui.topSlicesListWidget.clear()
         for key in result["report"].get("key_slices", []):
-            lesions = f", lesions {key['lesion_pct']:.1f} %" if key.get("lesion_pct") is not None else ""
+            lesions = (f"lesions {key['lesion_pct']:.1f} % ({key.get('lesion_method', '')}), "
+                       if key.get("lesion_pct") is not None else "")
             item = qt.QListWidgetItem(f"{key.get('name', key['slice'])} {key.get('zone', '')}: "
-                                      f"P(COVID-19) {key['probability']:.2f}{lesions}")
+                                      f"{lesions}classifier P(COVID-19) {key['probability']:.2f}")
             item.setData(qt.Qt.UserRole, int(key["slice"]))
             self.ui.topSlicesListWidget.addItem(item)
 
@@ -410,7 +416,9 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if layoutManager is None:
             return
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
-        slicer.modules.plots.logic().ShowChartInLayout(result["chart"])
+        # the lesion % per slice when measured (it tracks the radiologists' labels on HU CT; the classifier's
+        # P(COVID-19) does not, docs/ct_md_evaluation.md); the score chart stays one click away in the plot view
+        slicer.modules.plots.logic().ShowChartInLayout(result["lesion_chart"] or result["chart"])
         plotWidget = layoutManager.plotWidget(0)
         if plotWidget is not None and self._plotViewConnected is not plotWidget:
             plotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)", self.onPlotDataSelected)
@@ -435,7 +443,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if result is None:
             return
         for i in range(mrmlPlotDataIDs.GetNumberOfValues()):
-            if mrmlPlotDataIDs.GetValue(i) != result["series"].GetID():
+            if mrmlPlotDataIDs.GetValue(i) not in [s.GetID() for s in [result["series"], *result["lesion_series"]]]:
                 continue
             points = selectionCol.GetItemAsObject(i)
             if points is not None and points.GetNumberOfTuples() > 0:
@@ -651,7 +659,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
             loaded = glue.load_report_folder(outDir, inputVolumeNode, prefix, heatmap_opacity=heatmapOpacity,
                                              segmentation_node=nodes.get("segmentation"),
                                              heatmap_volume_node=nodes.get("heatmap"),
-                                             table_node=nodes.get("table"), chart_node=nodes.get("chart"))
+                                             table_node=nodes.get("table"), chart_node=nodes.get("chart"),
+                                             lesion_chart_node=nodes.get("lesion_chart"))
             loaded["reportFolder"] = str(outDir)
             self._workDir = workDir  # kept for Export report until the next run or removeWorkFolder()
             loaded["seconds"] = _now() - started

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import Cancelled, InputError
 from .metrics import bootstrap_cis, roc_auc
+from .report import slice_table
 
 BLOCK_MM = 10.0  # block length of the slice-level bootstrap (about the size of a lesion focus)
 LOBE_SIDES = {"left": (0, 1), "right": (2, 3, 4)}  # COVID-CT-MD lobe columns: LLL, LUL, RLL, RML, RUL
@@ -34,31 +35,24 @@ def screen_study(study, package, device, batch_size, cancel) -> dict:
     r = screen(study.path, model=package, device=device, batch_size=batch_size, heatmap=False, cancel=cancel)
     labels = study.labels_for(r.volume)
     k = np.asarray(r.slice_indices)
+    rows = slice_table(r)  # the report's per-slice table: the same numbers as slice_scores.csv
+    scores = {"slice_model": r.positive_probability.astype(np.float64),  # the table's P(COVID-19) column
+              **{key: np.array([row["lesions_pct_of_lung"][key]["lesion_pct"] for row in rows])
+                 for key in ("hu_bands", "learned")}}
     m = r.manifestations.summary
-    pct = {row["slice"]: row for row in m["per_slice_pct"]}
-
-    def lesion(key: str) -> np.ndarray:
-        return np.array([pct[i][key]["ggo_pct"] + pct[i][key]["consolidation_pct"] if i in pct else 0.0 for i in k])
-
     per_lung = {}
     if study.lobe_labels is not None:
         from .hu_bands import SIDES
 
-        maps = {"hu_bands": r.manifestations.hu_bands, "learned": r.manifestations.learned}
-        for side_label, side in SIDES.items():
+        for side in SIDES.values():
             lobes = study.lobe_labels[:, list(LOBE_SIDES[side])].any(axis=1).astype(np.int8)
-            counts = np.zeros((len(k), 1 + len(maps)))  # lung voxels, lesion voxels of each map, per slice
-            for row, i in enumerate(k):
-                sel = r.mask.labels[i] == side_label
-                counts[row] = [sel.sum(), *((lesions[i][sel] > 0).sum() for lesions in maps.values())]
             per_lung[side] = {"slice_labels": replace(study, slice_labels=lobes).labels_for(r.volume)[k],
-                              "scores": {key: 100.0 * counts[:, n + 1] / np.maximum(counts[:, 0], 1)
-                                         for n, key in enumerate(maps)}}
+                              "scores": {key: r.manifestations.slice_extent(key, k, side)["lesion_pct"]
+                                         for key in ("hu_bands", "learned")}}
     return {"study": study, "device": str(r.device), "slices": k, "slice_labels": labels[k], "per_lung": per_lung,
             "outside_positive": int((labels == 1).sum() - (labels[k] == 1).sum()),
             "spacing_z": float(r.volume.spacing[2]),
-            "scores": {"slice_model": r.positive_probability.astype(np.float64), "hu_bands": lesion("hu_bands"),
-                       "learned": lesion("learned")},
+            "scores": scores,
             "verdict": r.verdict.to_dict(),
             "extent": {key: m[key]["per_lung"]["both"] for key in ("hu_bands", "learned")},
             "distribution": r.manifestations.distribution}

@@ -36,6 +36,21 @@ class Manifestations:
     summary: dict  # the report's "manifestations" section
     distribution: dict  # the report's "distribution" section (of the LEAD lesion map)
     timings: dict = field(default_factory=dict)  # seconds per step
+    # per-slice voxel counts of the measured lung (``slice_counts``) of each method run: {"slices", "hu_bands",
+    # "learned"}; read them with ``slice_extent``
+    per_slice: dict = field(default_factory=dict)
+
+    def slice_extent(self, method: str, slices, side: str | None = None) -> dict[str, np.ndarray] | None:
+        """``slice_extent`` of ``method`` ("hu_bands" / "learned") at ``slices`` (0 % where a slice has no
+        measured lung); None when that method was not run."""
+        if method not in self.per_slice:
+            return None
+        row = {int(k): i for i, k in enumerate(self.per_slice["slices"])}
+        counts = np.zeros((len(slices), *self.per_slice[method].shape[1:]), np.int64)
+        for i, k in enumerate(slices):
+            if int(k) in row:
+                counts[i] = self.per_slice[method][row[int(k)]]
+        return slice_extent(counts, side)
 
 
 def by_lung(labels: np.ndarray, lung_labels: np.ndarray, measured: np.ndarray, spacing) -> dict:
@@ -51,6 +66,28 @@ def by_lung(labels: np.ndarray, lung_labels: np.ndarray, measured: np.ndarray, s
             counts[name] += (np.count_nonzero(ggo & m), np.count_nonzero(cons & m), np.count_nonzero(sel),
                              np.count_nonzero(m))
     return {name: extent(*c.tolist(), voxel_ml) for name, c in counts.items()}
+
+
+def slice_counts(labels: np.ndarray, measured: np.ndarray, lung_labels: np.ndarray, slices) -> np.ndarray:
+    """(len(slices), 2, 3) voxel counts of each slice's measured lung: [right, left] x [none, GGO, consolidation]
+    of a GGO/consolidation label map (one ``bincount`` per slice over the masks already computed)."""
+    out = np.zeros((len(slices), 2, 3), np.int64)
+    for i, k in enumerate(slices):
+        m = measured[k] & (lung_labels[k] > 0)
+        code = 3 * (lung_labels[k][m].astype(np.intp) - 1) + labels[k][m]
+        out[i] = np.bincount(code, minlength=6)[:6].reshape(2, 3)
+    return out
+
+
+def slice_extent(counts: np.ndarray, side: str | None = None) -> dict[str, np.ndarray]:
+    """THE per-slice lesion fraction (report, slice_scores.csv, covidct-evaluate's per-slice AUC): GGO,
+    consolidation and their sum ("lesion") in % of each slice's measured lung (the lung mask less its 2 mm rim,
+    ``hu_bands`` step 2; one lung with ``side`` "right" / "left"), from ``slice_counts``; 0 where a slice has
+    no measured lung."""
+    c = counts.sum(axis=1) if side is None else counts[:, {v: s - 1 for s, v in SIDES.items()}[side]]
+    pct = 100.0 * c / np.maximum(c.sum(axis=1), 1)[:, None]
+    return {"ggo_pct": pct[:, GGO], "consolidation_pct": pct[:, CONSOLIDATION],
+            "lesion_pct": pct[:, GGO] + pct[:, CONSOLIDATION]}
 
 
 def dominant(totals: dict) -> str:
@@ -100,13 +137,14 @@ def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
         progress(1.0)
     t = time.perf_counter()
     band_totals = by_lung(bands.labels, mask.labels, bands.measured, volume.spacing)
-    per_slice = []
-    for row in bands.per_slice:
-        k = row["slice"]
-        per_slice.append({"slice": k, "hu_bands": _pct(row["both"])})
-        if learned:
-            per_slice[-1]["learned"] = _pct(by_lung(labels[k], mask.labels[k], bands.measured[k],
-                                                    volume.spacing)["both"])
+    ks = np.array([row["slice"] for row in bands.per_slice], int)
+    counts = {"slices": ks, "hu_bands": slice_counts(bands.labels, bands.measured, mask.labels, ks)}
+    if learned:
+        counts["learned"] = slice_counts(labels, bands.measured, mask.labels, ks)
+    pct = {key: slice_extent(c) for key, c in counts.items() if key != "slices"}
+    per_slice = [{"slice": int(k), **{key: {name: round(float(e[name][i]), 2) for name in ("ggo_pct",
+                                                                                            "consolidation_pct")}
+                                      for key, e in pct.items()}} for i, k in enumerate(ks)]
     if learned:
         learned_totals = by_lung(labels, mask.labels, bands.measured, volume.spacing)
         learned_summary = {"method": f"lesion UNet {card['name']} (lesion_seg.py)",
@@ -128,7 +166,7 @@ def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
     }
     spread = lead_distribution(summary, bands, labels, mask, volume.spacing)
     timings["summary_s"] = time.perf_counter() - t
-    return Manifestations(bands.labels, labels, streaks.mask, summary, spread, timings)
+    return Manifestations(bands.labels, labels, streaks.mask, summary, spread, timings, counts)
 
 
 def lead_distribution(summary: dict, bands, learned: np.ndarray | None, mask, spacing) -> dict:
@@ -148,10 +186,6 @@ def category(binary: dict, found: Manifestations) -> dict:
     from .verdict import category_from_report
 
     return category_from_report(binary, found.summary, found.distribution)
-
-
-def _pct(e: dict) -> dict:
-    return {"ggo_pct": round(e["ggo_pct"], 2), "consolidation_pct": round(e["consolidation_pct"], 2)}
 
 
 def _rounded(totals: dict) -> dict:

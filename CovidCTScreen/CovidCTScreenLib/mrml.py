@@ -403,11 +403,26 @@ def write_lung_mask_file(seg_node, reference_node, path) -> Path:
 
 # --------------------------------------------------------------------------- slice scores
 
+LESION_COLUMN_METHODS = {"unet": "lesion UNet", "hu_bands": "HU bands"}  # slice_scores.csv prefix: name
+LESION_COLUMN_KINDS = {"lesion": "lesion", "ggo": "GGO", "consolidation": "consolidation"}
+
+
+def lesion_column_name(csv_column: str) -> str:
+    """The table's name of a slice_scores.csv lesion column: ``unet_lesion_pct_of_lung`` -> ``lesion % (lesion
+    UNet)``."""
+    for prefix, method in LESION_COLUMN_METHODS.items():
+        for kind, name in LESION_COLUMN_KINDS.items():
+            if csv_column == f"{prefix}_{kind}_pct_of_lung":
+                return f"{name} % ({method})"
+    raise ValueError(f"not a lesion column of slice_scores.csv: {csv_column}")
+
+
 def scores_table_node(slice_indices, probabilities, labels: list[str], slice_threshold: float,
                       z_mm=None, positive_index: int = 1, name: str = "COVID slice scores", scene=None, node=None,
-                      instance_numbers=None):
+                      instance_numbers=None, lesions: dict | None = None):
     """Table: slice, z_mm, DICOM instance number (when known), one probability column per class (``P(<label>)``),
-    positive (0/1), threshold."""
+    positive (0/1), threshold, and the per-slice lesion columns of slice_scores.csv when given (``lesions``:
+    {csv column: values}, named by ``lesion_column_name``, unit %)."""
     scene = _scene(scene)
     slice_indices = np.asarray(slice_indices, int)
     probabilities = np.asarray(probabilities, float).reshape(len(slice_indices), len(labels))
@@ -435,6 +450,13 @@ def scores_table_node(slice_indices, probabilities, labels: list[str], slice_thr
         pos = probabilities[:, positive_index]
         add(vtk.vtkIntArray, "positive", (pos >= slice_threshold).astype(int).tolist())
         add(vtk.vtkDoubleArray, "threshold", [float(slice_threshold)] * len(slice_indices))
+        for column, values in (lesions or {}).items():
+            add(vtk.vtkDoubleArray, lesion_column_name(column), np.asarray(values, float).tolist())
+            node.SetColumnUnitLabel(lesion_column_name(column), "%")
+            node.SetColumnDescription(lesion_column_name(column), "% of the slice's measured lung (lung mask less "
+                                                                  "its 2 mm rim)")
+        for lab in labels:
+            node.SetColumnDescription(f"P({lab})", "slice classifier probability; not validated on HU CT")
         node.SetColumnDescription("slice", "axial slice index k (inferior to superior, LPS order)")
         node.SetColumnUnitLabel("z_mm", "mm")
         node.SetColumnDescription("positive", "1 when P(positive class) reaches the slice threshold")
@@ -480,6 +502,41 @@ def scores_plot_nodes(table_node, y_column: str, name: str = "COVID slice scores
         chart.SetYAxisRange(0.0, 1.0)
         chart.SetAttribute(ATTR_ROLE, "slice scores chart")
     return chart, series, threshold
+
+
+def lesion_plot_nodes(table_node, columns: list[str], name: str = "lesion % per slice", scene=None, chart=None):
+    """Plot chart of the per-slice lesion % columns of ``table_node`` (``columns``: table column names, lead
+    method first, drawn solid; the others dashed); returns (chart, series list)."""
+    scene = _scene(scene)
+    with _all_or_nothing(scene):
+        series = []
+        for n, column in enumerate(columns):
+            s = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", scene.GenerateUniqueName(column))
+            s.SetAndObserveTableNodeID(table_node.GetID())
+            s.SetXColumnName("slice")
+            s.SetYColumnName(column)
+            s.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+            s.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle if n == 0 else
+                             slicer.vtkMRMLPlotSeriesNode.MarkerStyleNone)
+            s.SetLineStyle(slicer.vtkMRMLPlotSeriesNode.LineStyleSolid if n == 0 else
+                           slicer.vtkMRMLPlotSeriesNode.LineStyleDash)
+            s.SetColor(*((0.75, 0.22, 0.17) if n == 0 else (0.18, 0.49, 0.2)))
+            s.SetAttribute(ATTR_ROLE, "lesion series")
+            series.append(s)
+        if chart is None:
+            chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(name))
+        old = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+        chart.RemoveAllPlotSeriesNodeIDs()
+        for node in old:  # series this module made for an earlier run of a reused chart
+            if node is not None and node.GetAttribute(ATTR_ROLE) == "lesion series":
+                scene.RemoveNode(node)
+        for s in series:
+            chart.AddAndObservePlotSeriesNodeID(s.GetID())
+        chart.SetTitle("lesion % of the slice's lung per axial slice")
+        chart.SetXAxisTitle("axial slice index (inferior -> superior)")
+        chart.SetYAxisTitle("lesion % of the slice's lung")
+        chart.SetAttribute(ATTR_ROLE, "lesion chart")
+    return chart, series
 
 
 # --------------------------------------------------------------------------- subject hierarchy
@@ -553,8 +610,9 @@ def _read_image(path: Path):
     return sitk.GetArrayFromImage(img), img.GetSpacing(), img.GetOrigin(), img.GetDirection()
 
 
-def read_slice_scores(csv_path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """(slice indices, z_mm, (N, C) probabilities, class names) from a report's slice_scores.csv."""
+def read_slice_scores(csv_path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], dict]:
+    """(slice indices, z_mm, (N, C) probabilities, class names, {lesion column: values}) from a report's
+    slice_scores.csv; the lesion dict is empty when lesions were not measured."""
     with open(csv_path, newline="") as f:
         rows = list(csv.reader(f))
     header, body = rows[0], rows[1:]
@@ -562,17 +620,20 @@ def read_slice_scores(csv_path) -> tuple[np.ndarray, np.ndarray, np.ndarray, lis
     slices = np.array([int(r[0]) for r in body], int)
     z_mm = np.array([float(r[1]) for r in body], float)
     probs = np.array([[float(r[i]) for i in pcols] for r in body], float).reshape(len(body), len(pcols))
-    return slices, z_mm, probs, [header[i][2:] for i in pcols]
+    lesions = {h: np.array([float(r[i]) for r in body]) for i, h in enumerate(header) if h.endswith("_pct_of_lung")}
+    return slices, z_mm, probs, [header[i][2:] for i in pcols], lesions
 
 
 def load_report_folder(out_dir, ct_node=None, prefix: str | None = None, scene=None,
                        heatmap_opacity: float | None = None, segmentation_node=None, heatmap_volume_node=None,
-                       table_node=None, chart_node=None) -> dict:
+                       table_node=None, chart_node=None, lesion_chart_node=None) -> dict:
     """Nodes from a report folder written by ``report.write_report``: lung segmentation, heatmap volume,
-    slice-score table and chart, placed beside ``ct_node`` in the subject hierarchy. New nodes are
-    created unless existing ones are passed (``*_node``); new nodes are removed again on failure.
+    slice-score table (with the per-slice lesion % columns when measured) and charts, placed beside ``ct_node``
+    in the subject hierarchy. New nodes are created unless existing ones are passed (``*_node``); new nodes are
+    removed again on failure.
 
-    Returns {"report": dict, "segmentation", "heatmap" (or None), "table", "chart", "series", "lesions"
+    Returns {"report": dict, "segmentation", "heatmap" (or None), "table", "chart", "series", "lesion_chart" and
+    "lesion_series" (lesion % per slice, lead method first; None and [] without lesions), "lesions"
     ({"lesions_learned", "lesions_hu_bands"}: editable GGO / consolidation segmentations, when measured)}.
     """
     scene = _scene(scene)
@@ -596,7 +657,8 @@ def load_report_folder(out_dir, ct_node=None, prefix: str | None = None, scene=N
             harr, hs, ho, hd = _read_image(out_dir / files["heatmap"])
             heat = heatmap_node(harr, hs, ho, hd, f"{prefix} COVID heatmap", scene, node=heatmap_volume_node,
                                 source_node=ct_node)
-        slices, z_mm, probs, _ = read_slice_scores(out_dir / files.get("slice_scores", "slice_scores.csv"))
+        slices, z_mm, probs, _, lesion_columns = read_slice_scores(out_dir / files.get("slice_scores",
+                                                                                     "slice_scores.csv"))
         class_names = labels_pos or [f"class {i}" for i in range(probs.shape[1])]
         positive_name = "COVID-19" if "COVID-19" in class_names else class_names[-1]
         pos_index = class_names.index(positive_name)
@@ -604,15 +666,21 @@ def load_report_folder(out_dir, ct_node=None, prefix: str | None = None, scene=N
         numbers = {s["slice"]: s.get("instance_number") for s in report.get("slices", [])}
         table = scores_table_node(slices, probs, class_names, verdict["slice_threshold"], z_mm, pos_index,
                                   f"{prefix} COVID slice scores", scene, node=table_node,
-                                  instance_numbers=[numbers.get(int(k)) for k in slices])
+                                  instance_numbers=[numbers.get(int(k)) for k in slices], lesions=lesion_columns)
         chart, series, _ = scores_plot_nodes(table, f"P({positive_name})", f"{prefix} COVID slice scores", scene,
                                              chart=chart_node)
-        for n in (seg, heat, table, chart, *lesions.values()):
+        lesion_chart, lesion_series = None, []
+        totals = [c for c in lesion_columns if c.endswith("_lesion_pct_of_lung")]  # unet first, as in the CSV
+        if totals:
+            lesion_chart, lesion_series = lesion_plot_nodes(table, [lesion_column_name(c) for c in totals],
+                                                            f"{prefix} lesion % per slice", scene,
+                                                            chart=lesion_chart_node)
+        for n in (seg, heat, table, chart, lesion_chart, *lesions.values()):
             if n is not None and ct_node is not None:
                 n.SetAttribute(ATTR_SOURCE, ct_node.GetID())
-        place_in_study([seg, heat, table, chart, *lesions.values()], ct_node, scene)
+        place_in_study([seg, heat, table, chart, lesion_chart, *lesions.values()], ct_node, scene)
         if heat is not None and heatmap_opacity is not None:
             show_heatmap(ct_node, heat, heatmap_opacity, scene)
     return {"report": report, "segmentation": seg, "heatmap": heat, "table": table, "chart": chart, "lesions": lesions,
-            "series": series, "slice_indices": slices, "probabilities": probs, "class_names": class_names,
+            "series": series, "lesion_chart": lesion_chart, "lesion_series": lesion_series, "slice_indices": slices, "probabilities": probs, "class_names": class_names,
             "positive_index": pos_index, "geometry": (spacing, origin, direction, labels.shape)}

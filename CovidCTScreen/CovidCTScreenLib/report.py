@@ -41,15 +41,15 @@ def slice_z_mm(volume, k: int) -> float:
     return float(volume.origin[2] + direction[2, 2] * k * volume.spacing[2])
 
 
-def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
-    """The report.json document (schema ``SCHEMA`` version ``SCHEMA_VERSION``)."""
+def build_report(result, files: dict, keys: list[dict] | None = None, rows: list[dict] | None = None) -> dict:
+    """The report.json document (schema ``SCHEMA`` version ``SCHEMA_VERSION``); ``rows``: its ``slice_table``."""
     vol, card, verdict = result.volume, result.model.card, result.verdict
-    labels = result.model.labels
-    slices = [{"slice": int(k), "instance_number": instance_number(vol, int(k)),
-               "z_mm": round(slice_z_mm(vol, int(k)), 2),
-               "probabilities": {CLASS_DISPLAY.get(lab, lab): round(float(p), 4) for lab, p in zip(labels, row)},
-               "positive": bool(row[result.model.positive_index] >= verdict.slice_threshold)}
-              for k, row in zip(result.slice_indices, result.probabilities)]
+    slices = [{**row, "z_mm": round(row["z_mm"], 2), "lung_area_cm2": round(row["lung_area_cm2"], 1),
+               "probabilities": {lab: round(p, 4) for lab, p in row["probabilities"].items()},
+               **({"lesions_pct_of_lung": {key: {name: round(v, 2) for name, v in e.items()}
+                                           for key, e in row["lesions_pct_of_lung"].items()}}
+                  if "lesions_pct_of_lung" in row else {})}
+              for row in (rows if rows is not None else slice_table(result))]
     pos = result.positive_probability
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
@@ -87,6 +87,7 @@ def build_report(result, files: dict, keys: list[dict] | None = None) -> dict:
         "distribution": (result.manifestations.distribution if result.manifestations is not None
                          else {"not_assessed": "lesion measurement was switched off for this run"}),
         "slices": slices,
+        "slice_columns": SLICE_COLUMNS,
         "key_slices": keys if keys is not None else key_slices(result),
         "key_slice_rule": ("evidence = mean of the slice's rank by P(COVID-19) and by lesion area (HU bands); "
                            f"the best slice of each lung third first, then the best others, at least "
@@ -116,19 +117,59 @@ def _named_manifestations(volume, summary: dict) -> dict:
     return out
 
 
-def _write_csv(result, path: Path) -> None:
+LESION_METHODS = {"learned": ("unet", "lesion UNet"), "hu_bands": ("hu_bands", "HU bands")}  # key: (CSV, name)
+LESION_KINDS = {"ggo_pct": "ggo", "consolidation_pct": "consolidation", "lesion_pct": "lesion"}
+SLICE_COLUMNS = {
+    "slice": "axial slice index k (inferior to superior, LPS order); one row per lung slice the slice model scored",
+    "lung_area_cm2": "lung mask area of the slice (cm2)",
+    "probabilities": "slice classifier P(class), calibrated on 8-bit CT figures; not validated on HU CT",
+    "positive": "P(COVID-19) reaches the slice threshold",
+    "lesions_pct_of_lung": "GGO, consolidation and their sum (lesion) in % of the slice's measured lung (lung mask "
+                           "less its 2 mm rim) by the lesion UNet (lead method) and the HU bands (second method) "
+                           "(manifestations.slice_extent; the per-slice lesion % covidct-evaluate scores against "
+                           "slice labels); absent when lesions were not measured or that method was not run",
+}
+
+
+def slice_table(result) -> list[dict]:
+    """The per-slice table, built in this one place for slice_scores.csv, report.json ``slices``,
+    slice_scores.png and covidct-evaluate: one row per lung slice the slice model scored, unrounded; with
+    ``lesions_pct_of_lung`` ({method: {"ggo_pct", "consolidation_pct", "lesion_pct"}}, ``manifestations
+    .slice_extent``) for each lesion method that was run, absent without lesions."""
+    vol, ks = result.volume, np.asarray(result.slice_indices, int)
     labels = [CLASS_DISPLAY.get(lab, lab) for lab in result.model.labels]
-    area = _per_slice_count(result.mask.labels) * result.volume.spacing[0] * result.volume.spacing[1] / 100.0
+    area = _per_slice_count(result.mask.labels)[ks] * vol.spacing[0] * vol.spacing[1] / 100.0
+    found = result.manifestations
+    extents = {} if found is None else {key: e for key in LESION_METHODS
+                                        if (e := found.slice_extent(key, ks)) is not None}
+    rows = []
+    for i, k in enumerate(ks):
+        row = {"slice": int(k), "instance_number": instance_number(vol, int(k)), "z_mm": slice_z_mm(vol, int(k)),
+               "lung_area_cm2": float(area[i]),
+               "probabilities": {lab: float(p) for lab, p in zip(labels, result.probabilities[i])},
+               "positive": bool(result.positive_probability[i] >= result.verdict.slice_threshold)}
+        if extents:
+            row["lesions_pct_of_lung"] = {key: {name: float(e[name][i]) for name in LESION_KINDS}
+                                          for key, e in extents.items()}
+        rows.append(row)
+    return rows
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    """slice_scores.csv from ``slice_table``; lesion columns ``<method>_<ggo|consolidation|lesion>_pct_of_lung``
+    only for the lesion methods that were run."""
+    labels = list(rows[0]["probabilities"]) if rows else []
+    methods = list(rows[0].get("lesions_pct_of_lung", {})) if rows else []
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["slice", "z_mm", "instance_number", "lung_area_cm2"] + [f"p_{lab}" for lab in labels]
-                   + ["positive"])
-        for k, row in zip(result.slice_indices, result.probabilities):
-            number = instance_number(result.volume, int(k))
-            w.writerow([int(k), f"{slice_z_mm(result.volume, int(k)):.2f}", "" if number is None else number,
-                        f"{area[k]:.1f}"]
-                       + [f"{p:.4f}" for p in row]
-                       + [int(row[result.model.positive_index] >= result.verdict.slice_threshold)])
+                   + ["positive"] + [f"{LESION_METHODS[m][0]}_{kind}_pct_of_lung" for m in methods
+                                     for kind in LESION_KINDS.values()])
+        for r in rows:
+            w.writerow([r["slice"], f"{r['z_mm']:.2f}", "" if r["instance_number"] is None else r["instance_number"],
+                        f"{r['lung_area_cm2']:.1f}"] + [f"{p:.4f}" for p in r["probabilities"].values()]
+                       + [int(r["positive"])] + [f"{r['lesions_pct_of_lung'][m][k]:.2f}" for m in methods
+                                                 for k in LESION_KINDS])
 
 
 def _per_slice_count(labels: np.ndarray) -> np.ndarray:
@@ -162,12 +203,14 @@ def instance_number(volume, k: int):
     return volume.instance_numbers[k] if volume.instance_numbers else None
 
 
-def _lesion_pct(result) -> dict[int, float]:
-    """GGO + consolidation % of the lung per slice (HU bands), {} when lesions were not measured."""
-    if result.manifestations is None:
-        return {}
-    return {r["slice"]: r["hu_bands"]["ggo_pct"] + r["hu_bands"]["consolidation_pct"]
-            for r in result.manifestations.summary["per_slice_pct"]}
+def lead_slice_lesion(result, slices) -> tuple[np.ndarray | None, str | None]:
+    """(lesion % of each slice's measured lung by the report's lead lesion method, that method's name), or
+    (None, None) when lesions were not measured."""
+    found = result.manifestations
+    if found is None:
+        return None, None
+    lead = found.summary.get("lead_method", "hu_bands")
+    return found.slice_extent(lead, slices)["lesion_pct"], LESION_METHODS[lead][1]
 
 
 def _rank(values: np.ndarray) -> np.ndarray:
@@ -186,8 +229,7 @@ def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
     """
     ks = np.asarray(result.slice_indices, int)
     prob = result.positive_probability
-    pct = _lesion_pct(result)
-    lesion = np.array([pct.get(int(k), 0.0) for k in ks])
+    lesion, method = lead_slice_lesion(result, ks)
     found = result.manifestations
     area = ((found.hu_bands[ks] > 0).sum(axis=(1, 2)) if found is not None else np.zeros(len(ks)))
     evidence = (_rank(prob) + _rank(area)) / 2 if found is not None else _rank(prob)
@@ -208,7 +250,8 @@ def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
     return [{"slice": int(ks[i]), "instance_number": instance_number(result.volume, int(ks[i])),
              "z_mm": round(slice_z_mm(result.volume, int(ks[i])), 2), "name": slice_name(result.volume, int(ks[i])),
              "zone": ZONES[zone[i]], "probability": round(float(prob[i]), 4),
-             "lesion_pct": round(float(lesion[i]), 2) if pct else None, "evidence": round(float(evidence[i]), 3),
+             "lesion_pct": round(float(lesion[i]), 2) if method else None, "lesion_method": method,
+             "evidence": round(float(evidence[i]), 3),
              "png": f"key_slice_{int(ks[i]):03d}.png"} for i in picks]
 
 
@@ -318,23 +361,44 @@ def lesions_png(result, k: int, path: Path) -> None:
     plt.close(fig)
 
 
-def scores_png(result, path: Path, keys: list[dict]) -> None:
-    """COVID-19 probability against slice position (z), with the slice threshold and the key slices."""
+def scores_png(result, rows: list[dict], path: Path, keys: list[dict]) -> None:
+    """Per-slice evidence against slice position (z) from ``slice_table`` rows: the lesion % of each slice's lung
+    by each lesion method (top panel, when measured) and the slice classifier's P(COVID-19) with its threshold
+    (bottom panel), the key slices marked on both."""
     plt = _plt()
     v = result.verdict
-    z = np.array([slice_z_mm(result.volume, int(k)) for k in result.slice_indices])
-    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
-    ax.plot(z, result.positive_probability, "o-", ms=3, label="slice P(COVID-19)")
+    z = np.array([r["z_mm"] for r in rows])
+    methods = list(rows[0].get("lesions_pct_of_lung", {})) if rows else []
+    fig, axes = plt.subplots(2 if methods else 1, 1, figsize=(8, 5.6 if methods else 3.2), dpi=100, sharex=True,
+                             squeeze=False)
+    axes = axes[:, 0]
+    if methods:
+        ax = axes[0]
+        for m, style in zip(methods, ("-", "--")):
+            name = LESION_METHODS[m][1] + (" (lead method)" if m == result.manifestations.summary.get(
+                "lead_method") else " (second method)")
+            ax.plot(z, [r["lesions_pct_of_lung"][m]["lesion_pct"] for r in rows], style, marker="o", ms=2.5,
+                    lw=1.2, color={"learned": "#c0392b", "hu_bands": "#2e7d32"}[m], label=name)
+        ax.set_ylim(0, max(5.0, 1.1 * max(r["lesions_pct_of_lung"][m]["lesion_pct"] for r in rows for m in methods)))
+        ax.set_ylabel("lesion % of the\nslice's lung")
+        ax.set_title("Lesions (GGO + consolidation) per slice", fontsize=10, loc="left", pad=14)
+        ax.legend(loc="upper right", fontsize=8)
+    ax = axes[-1]
+    ax.plot(z, result.positive_probability, "o-", ms=3, color="#1f4e79", label="slice classifier P(COVID-19)")
     ax.axhline(v.slice_threshold, color="firebrick", ls="--", lw=1, label=f"slice threshold {v.slice_threshold:.2f}")
-    for i, t in enumerate(keys):
-        ax.axvline(t["z_mm"], color="grey", lw=0.8, ls=":", label="key slice" if i == 0 else None)
-        ax.text(t["z_mm"], 1.01, t["name"].split(" (")[0].split()[-1], fontsize=7, ha="center", va="bottom")
     ax.set_ylim(0, 1)
+    ax.set_ylabel("P(COVID-19)")
+    ax.set_title(f"Slice classifier (not validated on HU CT): {v.label}, {v.positive_slices}/{v.lung_slices} "
+                 "slices positive", fontsize=10, loc="left")
+    ax.legend(loc="upper left", fontsize=8)
+    for a in axes:
+        for i, t in enumerate(keys):
+            a.axvline(t["z_mm"], color="grey", lw=0.8, ls=":", label="key slice" if i == 0 and a is ax else None)
+    for t in keys:
+        axes[0].text(t["z_mm"], axes[0].get_ylim()[1], t["name"].split(" (")[0].split()[-1], fontsize=7,
+                     ha="center", va="bottom")
     ax.set_xlabel("z (mm): inferior -> superior; key slices marked by their "
                   + ("instance number" if result.volume.instance_numbers else "slice index"))
-    ax.set_ylabel("P(COVID-19)")
-    ax.set_title(f"{v.label}: {v.positive_slices}/{v.lung_slices} slices positive", fontsize=10, pad=14)
-    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -349,12 +413,13 @@ def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) ->
     with atomic_folder(out_dir, overwrite) as tmp:
         files = {"report": "report.json", "html": "report.html", "slice_scores": "slice_scores.csv",
                  "lung_mask": "lung_mask.nrrd", "scores_plot": "slice_scores.png"}
-        _write_csv(result, tmp / files["slice_scores"])
+        rows = slice_table(result)
+        _write_csv(rows, tmp / files["slice_scores"])
         _write_image(result, result.mask.labels, tmp / files["lung_mask"])
         if result.heatmap is not None:
             files["heatmap"] = "heatmap.nrrd"
             _write_image(result, result.heatmap, tmp / files["heatmap"])
-        scores_png(result, tmp / files["scores_plot"], keys)
+        scores_png(result, rows, tmp / files["scores_plot"], keys)
         if result.manifestations is not None:
             found = result.manifestations
             files |= {"lesions_hu_bands": "lesions_hu_bands.nrrd",
@@ -371,10 +436,10 @@ def write_report(result, out_dir: str | os.PathLike, overwrite: bool = False) ->
             lesions_png(result, k, tmp / files["lesions_plot"])
         vmax = heat_scale(result)
         for t in keys:
-            evidence = f"P(COVID-19) {t['probability']:.2f}" + (
-                f", lesions {t['lesion_pct']:.1f} % of lung" if t["lesion_pct"] is not None else "")
+            evidence = (f"lesions {t['lesion_pct']:.1f} % of the slice's lung ({t['lesion_method']}); "
+                        if t["lesion_pct"] is not None else "") + f"classifier P(COVID-19) {t['probability']:.2f}"
             overlay_png(result, t["slice"], tmp / t["png"], f"{t['name']}, {t['zone']} zone\n{evidence}", vmax)
-        report = build_report(result, files, keys)
+        report = build_report(result, files, keys, rows)
         if result.volume.dicom_files:
             from .dicom_export import write_dicom
 

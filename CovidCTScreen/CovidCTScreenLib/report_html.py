@@ -107,11 +107,36 @@ def _key_slices(rep: dict, folder: Path) -> str:
     out = []
     if rep.get("key_slice_rule"):
         out.append(f'<p class="small">Chosen by: {escape(rep["key_slice_rule"])}.</p>')
-    rows = [[k.get("name", f"slice {k.get('slice')}"), k.get("zone"), k.get("probability"), k.get("lesion_pct")]
+    method = next((k["lesion_method"] for k in keys if k.get("lesion_method")), None)
+    rows = [[k.get("name", f"slice {k.get('slice')}"), k.get("zone"), k.get("lesion_pct"), k.get("probability")]
             for k in keys]
-    out.append(_table(["slice", "zone", "P(COVID-19)", "lesions % of lung slice"], rows))
+    out.append(_table(["slice", "zone", f"lesion % of the slice's lung ({method or 'not measured'})",
+                       "classifier P(COVID-19)"], rows))
     figures = [f"<figure>{_img(folder, k.get('png'), k.get('name', ''))}</figure>" for k in keys]
     return "".join(out) + f'<div class="keys">{"".join(figures)}</div>'
+
+
+def _slices(rep: dict, folder: Path) -> str:
+    """The per-slice plot and, folded, the per-slice table of report.json ``slices`` (lesion % per method when
+    measured, P(COVID-19)), with the column definitions."""
+    slices = rep.get("slices", [])
+    methods = list(slices[0].get("lesions_pct_of_lung", {})) if slices else []
+    names = {"learned": "lesion UNet", "hu_bands": "HU bands"}
+    header = ["slice", "lung cm2"] + [f"{names.get(m, m)} {kind} %" for m in methods
+                                      for kind in ("GGO", "consolidation", "lesion")] + ["P(COVID-19)"]
+    rows = [[f"instance {s['instance_number']}" if s.get("instance_number") is not None else f"slice {s['slice']}",
+             s.get("lung_area_cm2")] + [s["lesions_pct_of_lung"][m][k] for m in methods
+                                        for k in ("ggo_pct", "consolidation_pct", "lesion_pct")]
+            + [s.get("probabilities", {}).get("COVID-19")] for s in slices]
+    columns = rep.get("slice_columns", {})
+    notes = [columns[k] for k in ("lesions_pct_of_lung", "probabilities") if k in columns and
+             (k != "lesions_pct_of_lung" or methods)]
+    if not methods:
+        notes.insert(0, "Lesions were not measured in this run: no per-slice lesion %.")
+    return (f"<figure>{_img(folder, rep.get('files', {}).get('scores_plot'), 'per-slice evidence')}</figure>"
+            + "".join(f'<p class="small">{escape(n)}.</p>' for n in notes)
+            + f"<details><summary>Per-slice table ({len(slices)} lung slices, as in slice_scores.csv)</summary>"
+            + _table(header, rows) + "</details>")
 
 
 def _input(rep: dict) -> str:
@@ -154,7 +179,7 @@ def render_html(rep: dict, folder: Path) -> str:
         _verdict(rep),
         "<h2>Extent</h2>", extent_html(rep),
         "<h2>Key slices</h2>", _key_slices(rep, folder),
-        "<h2>Slice scores</h2>", f"<figure>{_img(folder, files.get('scores_plot'), 'slice scores')}</figure>",
+        "<h2>Per-slice evidence</h2>", _slices(rep, folder),
     ]
     if files.get("lesions_plot"):
         body += ["<h2>Lesions on the slice with the largest extent</h2>",
