@@ -80,12 +80,12 @@ def slice_counts(labels: np.ndarray, measured: np.ndarray, lung_labels: np.ndarr
 
 
 def slice_extent(counts: np.ndarray, side: str | None = None) -> dict[str, np.ndarray]:
-    """THE per-slice lesion fraction (report, slice_scores.csv, covidct-evaluate's per-slice AUC): GGO,
-    consolidation and their sum ("lesion") in % of each slice's measured lung (the lung mask less its 2 mm rim,
-    ``hu_bands`` step 2; one lung with ``side`` "right" / "left"), from ``slice_counts``; 0 where a slice has
-    no measured lung."""
+    """THE per-slice lesion fraction (report, slice_scores.csv, covidct-evaluate's per-slice AUC): GGO and
+    consolidation in % of each slice's measured lung (the lung mask less its 2 mm rim, ``hu_bands`` step 2; one
+    lung with ``side`` "right" / "left"), from ``slice_counts``, to 0.01 % as the report shows them, and their sum
+    ("lesion"); 0 where a slice has no measured lung."""
     c = counts.sum(axis=1) if side is None else counts[:, {v: s - 1 for s, v in SIDES.items()}[side]]
-    pct = 100.0 * c / np.maximum(c.sum(axis=1), 1)[:, None]
+    pct = np.round(100.0 * c / np.maximum(c.sum(axis=1), 1)[:, None], 2)
     return {"ggo_pct": pct[:, GGO], "consolidation_pct": pct[:, CONSOLIDATION],
             "lesion_pct": pct[:, GGO] + pct[:, CONSOLIDATION]}
 
@@ -142,8 +142,7 @@ def measure(volume, mask, lesion_model: str | None = None, device: str = "cpu",
     if learned:
         counts["learned"] = slice_counts(labels, bands.measured, mask.labels, ks)
     pct = {key: slice_extent(c) for key, c in counts.items() if key != "slices"}
-    per_slice = [{"slice": int(k), **{key: {name: round(float(e[name][i]), 2) for name in ("ggo_pct",
-                                                                                            "consolidation_pct")}
+    per_slice = [{"slice": int(k), **{key: {name: float(e[name][i]) for name in ("ggo_pct", "consolidation_pct")}
                                       for key, e in pct.items()}} for i, k in enumerate(ks)]
     if learned:
         learned_totals = by_lung(labels, mask.labels, bands.measured, volume.spacing)

@@ -148,8 +148,8 @@ class TestDicomStudy:
         # chosen by evidence: more suspicious than the typical lung slice, and with more lesion than it
         probs = [s["probabilities"]["COVID-19"] for s in rep["slices"]]
         assert np.mean([k["probability"] for k in keys]) > np.median(probs)
-        lesion = [r["hu_bands"]["ggo_pct"] + r["hu_bands"]["consolidation_pct"]
-                  for r in rep["manifestations"]["per_slice_pct"]]
+        lead = rep["manifestations"]["lead_method"]  # the key slices show the lead method's lesion %
+        lesion = [s["lesions_pct_of_lung"][lead]["lesion_pct"] for s in rep["slices"]]
         assert np.mean([k["lesion_pct"] for k in keys]) > np.median(lesion)
 
     def test_pictures_full_resolution_one_heat_scale(self, run):
