@@ -119,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"({m[key]['dominant']})")
         print(f"possible fibrotic streaks: {m['possible_fibrotic_streaks']['candidates']} candidates (heuristic, "
               f"unvalidated)")
-    check = result.model.card.get("hu_ct_check", {}).get("summary")
-    if check:
-        print(f"Caution: {check}")
+    for key in ("hu_ct_check", "slice_label_check"):
+        check = result.model.card.get(key, {}).get("summary")
+        if check:
+            print(f"Caution: {check}")
     print("Research use only - not for clinical diagnosis.")
     return 0
 

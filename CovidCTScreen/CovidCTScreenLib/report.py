@@ -74,6 +74,8 @@ def build_report(result, files: dict, keys: list[dict] | None = None, rows: list
         "reliability": {
             "validated_on": card["validation"]["split"],
             "hu_ct": card.get("hu_ct_check", {}).get("summary", "no check on real HU CT recorded in the model card"),
+            "per_slice_check": card.get("slice_label_check", {}).get(
+                "summary", "no per-slice check against radiologists' labels recorded in the model card"),
             "caution": "The model learned from 8-bit CT figures in papers; on scanner CT its scores and the "
                        "study verdict are not validated. Use the heatmap and key slices to guide reading only.",
         },

@@ -129,12 +129,13 @@ def _slices(rep: dict, folder: Path) -> str:
                                         for k in ("ggo_pct", "consolidation_pct", "lesion_pct")]
             + [s.get("probabilities", {}).get("COVID-19")] for s in slices]
     columns = rep.get("slice_columns", {})
-    notes = [columns[k] for k in ("lesions_pct_of_lung", "probabilities") if k in columns and
-             (k != "lesions_pct_of_lung" or methods)]
+    notes = [rep.get("reliability", {}).get("per_slice_check")] + [
+        columns[k] for k in ("lesions_pct_of_lung", "probabilities") if k in columns and
+        (k != "lesions_pct_of_lung" or methods)]
     if not methods:
         notes.insert(0, "Lesions were not measured in this run: no per-slice lesion %.")
     return (f"<figure>{_img(folder, rep.get('files', {}).get('scores_plot'), 'per-slice evidence')}</figure>"
-            + "".join(f'<p class="small">{escape(n)}.</p>' for n in notes)
+            + "".join(f'<p class="small">{escape(n.rstrip("."))}.</p>' for n in notes if n)
             + f"<details><summary>Per-slice table ({len(slices)} lung slices, as in slice_scores.csv)</summary>"
             + _table(header, rows) + "</details>")
 
