@@ -119,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"({m[key]['dominant']})")
         print(f"possible fibrotic streaks: {m['possible_fibrotic_streaks']['candidates']} candidates (heuristic, "
               f"unvalidated)")
-    for key in ("hu_ct_check", "slice_label_check"):
+    for key, prefix in (("hu_ct_check", "Caution"), ("slice_label_check", "Per-slice evidence")):
         check = result.model.card.get(key, {}).get("summary")
         if check:
-            print(f"Caution: {check}")
+            print(f"{prefix}: {check}")
     print("Research use only - not for clinical diagnosis.")
     return 0
 

@@ -391,7 +391,7 @@ def scores_png(result, rows: list[dict], path: Path, keys: list[dict]) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("P(COVID-19)")
     ax.set_title(f"Slice classifier (not validated on HU CT): {v.label}, {v.positive_slices}/{v.lung_slices} "
-                 "slices positive", fontsize=10, loc="left")
+                 "slices positive", fontsize=10, loc="left", pad=6 if methods else 14)
     ax.legend(loc="upper left", fontsize=8)
     for a in axes:
         for i, t in enumerate(keys):
