@@ -18,8 +18,9 @@ from . import RESEARCH_USE_NOTICE, __version__
 from .output_folder import atomic_folder
 
 SCHEMA = "covidctscreen.report"
-SCHEMA_VERSION = 3  # 2: manifestations (GGO / consolidation extent, possible fibrotic streaks); 3: three-class
-# category with its evidence (verdict.category / evidence / reason) and the distribution of disease
+SCHEMA_VERSION = 4  # 2: manifestations (GGO / consolidation extent, possible fibrotic streaks); 3: three-class
+# category with its evidence (verdict.category / evidence / reason) and the distribution of disease; 4: per-slice
+# lesion % (``slices`` ``lesions_pct_of_lung``, ``slice_columns``); key slices show the lead method's lesion %
 CLASS_DISPLAY = {"COVID": "COVID-19", "NonCOVID": "non-COVID-19"}
 
 
