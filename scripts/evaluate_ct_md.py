@@ -19,9 +19,9 @@ import os
 import shutil
 from pathlib import Path
 
-from CovidCTScreenLib.distribution import NORMAL_LIMITS_PCT
-from CovidCTScreenLib.evaluate import evaluate_to_folder
-from CovidCTScreenLib.evaluate_studies import SLICE_SCORES
+from CovidCTScreenLib.lesions.distribution import NORMAL_LIMITS_PCT
+from CovidCTScreenLib.evaluation.evaluate import evaluate_to_folder
+from CovidCTScreenLib.evaluation.evaluate_studies import SLICE_SCORES
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,11 +14,11 @@ try:
 except (ImportError, AssertionError):  # never skipped: the MRML glue is part of the product
     pytest.fail("slicer-core (MRML from PyPI) is needed: pip install slicer-core", pytrace=False)
 
-from CovidCTScreenLib import mrml  # noqa: E402
-from CovidCTScreenLib.model_package import ModelPackage  # noqa: E402
-from CovidCTScreenLib.pipeline import ScreenResult  # noqa: E402
-from CovidCTScreenLib.verdict import study_verdict  # noqa: E402
-from CovidCTScreenLib.volume_io import CTVolume, load_ct  # noqa: E402
+from CovidCTScreenLib.slicer_glue import mrml  # noqa: E402
+from CovidCTScreenLib.models.model_package import ModelPackage  # noqa: E402
+from CovidCTScreenLib.screening.pipeline import ScreenResult  # noqa: E402
+from CovidCTScreenLib.screening.verdict import study_verdict  # noqa: E402
+from CovidCTScreenLib.input.volume_io import CTVolume, load_ct  # noqa: E402
 
 F = np.diag([-1.0, -1.0, 1.0])
 
@@ -243,7 +243,7 @@ def _fake_result(ct, mask) -> ScreenResult:
 
 
 def test_load_report_folder_all_or_nothing(scene, dicom_ct, dicom_mask, tmp_path):
-    from CovidCTScreenLib.report import write_report
+    from CovidCTScreenLib.report.report import write_report
 
     result = _fake_result(dicom_ct, dicom_mask)
     out = write_report(result, tmp_path / "report")
@@ -293,8 +293,8 @@ def test_result_nodes_survive_scene_save(scene, dicom_ct, tmp_path):
 def test_lesion_segments_from_a_report_with_manifestations(scene, dicom_ct, dicom_mask, tmp_path):
     """GGO and consolidation come into Slicer as separate, editable segments with standard terminology (DICOM
     112120 ground glass opacity, SNOMED CT 95436008 lung consolidation), on the CT's grid, for both methods."""
-    from CovidCTScreenLib.manifestations import measure
-    from CovidCTScreenLib.report import write_report
+    from CovidCTScreenLib.lesions.manifestations import measure
+    from CovidCTScreenLib.report.report import write_report
 
     result = _fake_result(dicom_ct, dicom_mask)
     result.manifestations = measure(dicom_ct, dicom_mask)
@@ -319,7 +319,7 @@ def test_existing_lung_segmentation_as_lung_mask(scene, dicom_ct, dicom_mask, tm
     """A lung segmentation the user has (TotalSegmentator lobe names, plus a non-lung segment) becomes the worker's
     --lung-mask file: 1 right, 2 left on the CT grid, read back by read_lung_mask with the node's name."""
     from CovidCTScreenLib.errors import InputError
-    from CovidCTScreenLib.lung_mask import read_lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import read_lung_mask
 
     ct_node = mrml.ct_volume_to_node(dicom_ct, "ct", scene)
     labels = dicom_mask.labels

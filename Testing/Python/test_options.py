@@ -1,4 +1,4 @@
-"""One definition of the screening options (CovidCTScreenLib.options) behind covidct-screen, the worker,
+"""One definition of the screening options (CovidCTScreenLib.app.options) behind covidct-screen, the worker,
 covidct-batch and the Slicer parameter node."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import ast
 import pytest
 from conftest import REPO
 
-from CovidCTScreenLib import batch, cli, worker
-from CovidCTScreenLib.options import SCREEN_OPTION_DEFAULTS, ScreenOptions
+from CovidCTScreenLib.app import batch, cli, worker
+from CovidCTScreenLib.app.options import SCREEN_OPTION_DEFAULTS, ScreenOptions
 
 PARSERS = {"covidct-screen": (cli.build_parser, ["ct.nrrd", "--out", "o"]),
            "worker": (worker.build_parser, ["ct.nrrd", "o"]),

@@ -26,27 +26,6 @@ def module(monkeypatch):
     return load_slicer_module(monkeypatch, REPO / "CovidCTScreen" / "CovidCTScreen.py")
 
 
-def test_help_text_reads_the_model_card(module, tmp_path):
-    card = tmp_path / "m"
-    card.mkdir()
-    (card / "model.json").write_text('{"name": "m", "architecture": "a", "task": "t", "training": {"train": "T1", '
-                                     '"method": "M"}, "validation": {"split": "V1", '
-                                     '"at_0.5": {"auc": 0.9, "f1": 0.8}}}')
-    html = module.modelCardSummary(str(card))
-    assert "T1" in html and "V1" in html and "auc 0.900" in html and "f1 0.800" in html
-    assert "not found" in module.modelCardSummary(str(tmp_path / "nothing"))
-
-
-def test_category_text_shows_category_reason_and_evidence(module):
-    verdict = {"category": "other pneumonia", "pattern": "atypical", "reason": "Consolidation predominates.",
-               "evidence": [{"finding": "dominant manifestation", "value": "consolidation",
-                             "points_to": "other pneumonia"}]}
-    html = module.categoryText(verdict)
-    assert "other pneumonia" in html and "Consolidation predominates." in html and "<li>dominant manifestation" in html
-    assert "not a probability" in html
-    assert module.categoryText({"category": None}) == ""
-
-
 def test_refuses_non_ct_without_adding_nodes(module, scene):
     from CovidCTScreenLib.errors import InputError
 
@@ -61,9 +40,9 @@ def test_refuses_non_ct_without_adding_nodes(module, scene):
 @pytest.mark.slow
 def test_process_sample_ct_blocking(module, scene, tmp_path):
     """Console use: process() blocks, returns nodes + report; input unchanged; override and export work."""
-    from CovidCTScreenLib import mrml
-    from CovidCTScreenLib.model_package import DEFAULT_MODEL
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.slicer_glue import mrml
+    from CovidCTScreenLib.models.model_package import DEFAULT_MODEL
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     digest = tree_digest(SAMPLE_CT)
     ct = load_ct(SAMPLE_CT)
