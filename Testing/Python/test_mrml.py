@@ -164,6 +164,18 @@ def test_lung_segmentation_roundtrip(scene, dicom_ct, dicom_mask, tmp_path):
     assert "44029006" in tag
 
 
+def test_slicer_and_dicom_seg_codes_come_from_one_table():
+    """The Slicer segments' terminology strings and the DICOM SEG's coded concepts name the same codes."""
+    from CovidCTScreenLib.report.dicom_export import _codes
+
+    slicer_tags = {"right lung": mrml.LUNG_TERMINOLOGY[1], "left lung": mrml.LUNG_TERMINOLOGY[2],
+                   "ggo": mrml.LESION_SEGMENTS[1][3], "consolidation": mrml.LESION_SEGMENTS[2][3]}
+    for key, (category, kind, region) in _codes().items():
+        fields = slicer_tags[key].split("~")
+        written = [f"{c.scheme_designator}^{c.value}^{c.meaning}" if c else "^^" for c in (category, kind, region)]
+        assert [fields[1], fields[2], fields[5]] == written, key
+
+
 def test_one_lung_still_gives_both_segments(scene, dicom_ct, dicom_mask):
     labels = np.where(dicom_mask.labels == 2, 2, 0).astype(np.uint8)
     ct_node = mrml.ct_volume_to_node(dicom_ct, "ct", scene)

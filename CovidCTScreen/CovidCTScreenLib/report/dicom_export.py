@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..terminology import SEGMENT_CODES
 
 SEG_NAME, SR_NAME = "dicom/segmentation.dcm", "dicom/measurements_sr.dcm"
 SEG_SERIES_NUMBER, SR_SERIES_NUMBER = 9101, 9102
@@ -18,17 +19,11 @@ LOCAL_SCHEME = "99CVDCTS"  # private coding scheme (DICOM PS3.16 8.2: "99" prefi
 
 
 def _codes():
+    """The segments' codes (``terminology.SEGMENT_CODES``, the table the Slicer segments use too) as highdicom
+    ``CodedConcept``s: key -> (category, type, anatomic region or None)."""
     from highdicom.sr import CodedConcept
 
-    anatomy = CodedConcept("123037004", "SCT", "Anatomical Structure")
-    altered = CodedConcept("49755003", "SCT", "Morphologically Altered Structure")
-    lung = CodedConcept("39607008", "SCT", "Lung")
-    return {  # the terms the Slicer segments use (mrml.LUNG_TERMINOLOGY, mrml.LESION_SEGMENTS)
-        "right lung": (anatomy, CodedConcept("3341006", "SCT", "Right lung"), None),
-        "left lung": (anatomy, CodedConcept("44029006", "SCT", "Left lung"), None),
-        "ggo": (altered, CodedConcept("112120", "DCM", "Ground glass opacity"), lung),
-        "consolidation": (altered, CodedConcept("95436008", "SCT", "Lung consolidation"), lung),
-    }
+    return {key: tuple(CodedConcept(*c) if c else None for c in codes) for key, codes in SEGMENT_CODES.items()}
 
 
 def _segments(result) -> list[tuple[str, str, np.ndarray, str]]:

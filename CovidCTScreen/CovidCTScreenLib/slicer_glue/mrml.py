@@ -24,24 +24,15 @@ import vtk
 
 from ..errors import InputError
 from ..input.volume_io import CTVolume
+from ..terminology import slicer_terminology
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 SEGMENTS = {1: ("right_lung", "right lung", (0.50, 0.68, 0.85)),
             2: ("left_lung", "left lung", (0.85, 0.60, 0.45))}
-# Slicer terminology entry (7 '~'-separated fields: context~category~type~type modifier~
-# anatomic context~anatomic region~region modifier), SNOMED CT codes.
-_TERMINOLOGY = ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
-                "~SCT^{code}^{meaning}~^^~Anatomic codes - DICOM master list~^^~^^")
-LUNG_TERMINOLOGY = {1: _TERMINOLOGY.format(code="3341006", meaning="Right lung"),
-                    2: _TERMINOLOGY.format(code="44029006", meaning="Left lung")}
-# Lesions: category "Morphologically Altered Structure", types DICOM CID 6104 ground glass opacity and SNOMED CT
-# lung consolidation, anatomic region lung.
-_LESION_TERMINOLOGY = ("Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered "
-                       "Structure~{type}~^^~Anatomic codes - DICOM master list~SCT^39607008^Lung~^^")
-LESION_SEGMENTS = {1: ("ggo", "ground-glass opacity", (0.35, 0.85, 0.35),
-                       _LESION_TERMINOLOGY.format(type="DCM^112120^Ground glass opacity")),
-                   2: ("consolidation", "consolidation", (0.90, 0.25, 0.25),
-                       _LESION_TERMINOLOGY.format(type="SCT^95436008^Lung consolidation"))}
+# Slicer terminology entries of the segments, from the one code table (terminology.SEGMENT_CODES)
+LUNG_TERMINOLOGY = {1: slicer_terminology("right lung"), 2: slicer_terminology("left lung")}
+LESION_SEGMENTS = {1: ("ggo", "ground-glass opacity", (0.35, 0.85, 0.35), slicer_terminology("ggo")),
+                   2: ("consolidation", "consolidation", (0.90, 0.25, 0.25), slicer_terminology("consolidation"))}
 HEATMAP_COLOR_NAME = "CovidCT Inferno"
 HEATMAP_DISPLAY_MIN = 0.05  # heatmap values below this are transparent in the slice views
 # matplotlib "inferno" sampled at 0, 1/8, ..., 1 (perceptually uniform, readable in grey)
