@@ -23,6 +23,7 @@ from slicer.util import VTKObservationMixin
 
 from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__
 from CovidCTScreenLib.app import options, process_runner, worker
+from CovidCTScreenLib.lesions import lesion_seg
 from CovidCTScreenLib.models import model_package
 from CovidCTScreenLib.slicer_glue.requirements import missing_requirements
 from CovidCTScreenLib.slicer_glue.texts import category_html, manifestations_html, model_card_html
@@ -112,6 +113,7 @@ class CovidCTScreenParameterNode:
     heatmapOpacity - foreground opacity of the heatmap over the CT.
     computeHeatmap - run Grad-CAM (slower; off gives scores only).
     computeLesions - measure GGO / consolidation extent and fibrotic streak candidates.
+    lesionModel - lesion segmentation model (shipped name or folder) of that step (--lesion-model).
     model, device, computeHeatmap and computeLesions default to CovidCTScreenLib.app.options (the CLI's options).
     output* - nodes to fill (created on Apply when empty).
     reportFolder - the report folder of the last run.
@@ -126,6 +128,7 @@ class CovidCTScreenParameterNode:
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     computeHeatmap: bool = SCREEN_OPTION_DEFAULTS["heatmap"]
     computeLesions: bool = SCREEN_OPTION_DEFAULTS["lesions"]
+    lesionModel: str = lesion_seg.DEFAULT_LESION_MODEL
     outputSegmentation: vtkMRMLSegmentationNode
     outputHeatmap: vtkMRMLScalarVolumeNode
     outputTable: vtkMRMLTableNode
@@ -164,6 +167,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.lesionModelComboBox.connect("currentIndexChanged(int)", self.onLesionModelChanged)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
@@ -214,12 +218,14 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._selectModel(self._parameterNode.model)
+            self._selectLesionModel(self._parameterNode.lesionModel)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._checkCanApply()
         p = self._parameterNode
         self.ui.sliceThresholdSliderWidget.enabled = p.overrideThreshold
+        self.ui.lesionModelComboBox.enabled = p.computeLesions
         self.ui.exportReportButton.enabled = bool(p.reportFolder) and os.path.isdir(p.reportFolder)
         if self.logic.lastResult is not None:
             mrmlGlue().set_heatmap_opacity(p.heatmapOpacity)
@@ -250,6 +256,29 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             combo.addItem(label, ref)
         combo.blockSignals(wasBlocked)
         self._selectModel(current)
+        combo = self.ui.lesionModelComboBox
+        current = self._parameterNode.lesionModel if self._parameterNode else lesion_seg.DEFAULT_LESION_MODEL
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for label, ref in self.logic.availableLesionModels():
+            combo.addItem(label, ref)
+        combo.blockSignals(wasBlocked)
+        self._selectLesionModel(current)
+
+    def _selectLesionModel(self, ref: str) -> None:
+        combo = self.ui.lesionModelComboBox
+        index = combo.findData(ref)
+        if index < 0 and ref:
+            combo.addItem(f"{Path(ref).name} (folder)", ref)
+            index = combo.count - 1
+        wasBlocked = combo.blockSignals(True)
+        combo.setCurrentIndex(max(index, 0))
+        combo.blockSignals(wasBlocked)
+
+    def onLesionModelChanged(self, index: int) -> None:
+        ref = self.ui.lesionModelComboBox.itemData(index)
+        if self._parameterNode and ref:
+            self._parameterNode.lesionModel = ref
 
     def _selectModel(self, ref: str) -> None:
         combo = self.ui.modelComboBox
@@ -295,6 +324,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Starting..."
             self.logic.process(p.inputVolume, model=p.model, device=p.device, waitForCompletion=False,
                                heatmap=p.computeHeatmap, lesions=p.computeLesions, heatmapOpacity=p.heatmapOpacity,
+                               lesionModel=p.lesionModel,
                                lungSegmentation=p.lungMask,
                                outputNodes={"segmentation": p.outputSegmentation, "heatmap": p.outputHeatmap,
                                             "table": p.outputTable, "chart": p.outputChart},
@@ -522,6 +552,12 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         models += [(f"{Path(p).name} ({p})", p) for p in self.userModels()]
         return models or [(f"{model_package.DEFAULT_MODEL} (missing)", model_package.DEFAULT_MODEL)]
 
+    def availableLesionModels(self) -> list:
+        """[(label, name)]: the shipped lesion segmentation models (model card task), the default marked."""
+        names = model_package.available_models(task=model_package.LESION_SEGMENTATION)
+        return ([(f"{n} (default)" if n == lesion_seg.DEFAULT_LESION_MODEL else n, n) for n in names]
+                or [(f"{lesion_seg.DEFAULT_LESION_MODEL} (missing)", lesion_seg.DEFAULT_LESION_MODEL)])
+
     # -- dependencies
 
     def ensureDependencies(self, askConfirmation: bool = True, requirementsFile: str | None = None) -> bool:
@@ -566,9 +602,9 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputVolumeNode, model=None, device="auto", waitForCompletion=True, heatmap=True,
                 heatmapOpacity=0.4, outputNodes=None, progressCallback=None, completedCallback=None, lesions=True,
-                batchSize=None, lungSegmentation=None):
+                batchSize=None, lungSegmentation=None, lesionModel=None):
         """Screen ``inputVolumeNode`` (never modified); ``lungSegmentation``: an optional segmentation node with
-        lung segments used as the lung mask. With ``waitForCompletion`` (console, batch, tests) it
+        lung segments used as the lung mask; ``lesionModel``: the lesion model (name or folder; None: default). With ``waitForCompletion`` (console, batch, tests) it
         blocks and returns {"report", "segmentation", "heatmap", "table", "chart", "reportFolder", ...} or
         raises; otherwise it returns None at once and calls ``completedCallback(result, error)`` later."""
         import tempfile
@@ -597,7 +633,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         maskName = lungSegmentation.GetName() if lungSegmentation is not None else None
         cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap, lesions=lesions,
                              batch_size=batchSize, cancel_file=cancelFile, python=process_runner.python_executable(),
-                             lung_mask=maskFile, lung_mask_name=maskName, series=series)
+                             lung_mask=maskFile, lung_mask_name=maskName, series=series, lesion_model=lesionModel)
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()

@@ -39,4 +39,7 @@ def test_slicer_parameter_node_defaults_come_from_the_definition():
     defaults = {s.target.id: ast.unparse(s.value) for s in node.body if isinstance(s, ast.AnnAssign) and s.value}
     for field, option in (("device", "device"), ("computeHeatmap", "heatmap"), ("computeLesions", "lesions")):
         assert defaults[field] == f"SCREEN_OPTION_DEFAULTS[{option!r}]"
+    # model / lesion_model None in the options means these defaults: the node names them (its combo boxes show them)
+    assert defaults["model"] == "model_package.DEFAULT_MODEL"
+    assert defaults["lesionModel"] == "lesion_seg.DEFAULT_LESION_MODEL"
     assert set(SCREEN_OPTION_DEFAULTS) == {"model", "device", "batch_size", "heatmap", "lesions", "lesion_model"}

@@ -37,6 +37,43 @@ def test_refuses_non_ct_without_adding_nodes(module, scene):
     assert scene.GetNumberOfNodes() == before
 
 
+def test_lesion_model_choice_reaches_the_worker(module, scene):
+    """The lesion models offered are the shipped lesion-segmentation packages (by card task); the one chosen
+    goes to the worker as --lesion-model, which parses it back into the screening options."""
+    from CovidCTScreenLib.app import worker
+    from CovidCTScreenLib.app.options import ScreenOptions
+    from CovidCTScreenLib.input.volume_io import load_ct
+    from CovidCTScreenLib.lesions.lesion_seg import DEFAULT_LESION_MODEL
+    from CovidCTScreenLib.models import model_package
+    from CovidCTScreenLib.slicer_glue import mrml
+
+    node = mrml.ct_volume_to_node(load_ct(SAMPLE_CT), "sample", scene)
+    runs = []
+
+    class StoppedJob:
+        def wait(self):
+            return worker.EXIT_CANCELLED, "stopped by the test"
+
+    def runner(cmd, env, cancel_file, callbacks):
+        runs.append(cmd)
+        return StoppedJob()
+
+    logic = module.CovidCTScreenLogic(runner=runner)
+    offered = dict((ref, label) for label, ref in logic.availableLesionModels())
+    lesion_models = model_package.available_models(task=model_package.LESION_SEGMENTATION)
+    assert sorted(offered) == sorted(lesion_models) and len(lesion_models) >= 2
+    assert offered[DEFAULT_LESION_MODEL].endswith("(default)")
+    assert not set(offered) & set(model_package.available_models(task=model_package.SLICE_CLASSIFICATION))
+    other = next(m for m in lesion_models if m != DEFAULT_LESION_MODEL)
+    for choice, expected in ((other, other), (None, None)):
+        with pytest.raises(RuntimeError, match="Cancelled: stopped by the test"):
+            logic.process(node, device="cpu", lesionModel=choice)
+        cmd = runs[-1]
+        parsed = ScreenOptions.from_args(worker.build_parser().parse_args(cmd[3:]))
+        assert parsed.lesion_model == expected and parsed.lesions
+    assert not Path(cmd[4]).parent.exists()  # the cancelled run's work folder is gone
+
+
 @pytest.mark.slow
 def test_process_sample_ct_blocking(module, scene, tmp_path):
     """Console use: process() blocks, returns nodes + report; input unchanged; override and export work."""

@@ -26,7 +26,8 @@ LIGHT_LIB_MODULES = {"CovidCTScreenLib", "CovidCTScreenLib.errors", "CovidCTScre
                      "CovidCTScreenLib.app.worker", "CovidCTScreenLib.screening.verdict",
                      "CovidCTScreenLib.slicer_glue.mrml", "CovidCTScreenLib.slicer_glue.texts",
                      "CovidCTScreenLib.slicer_glue.requirements", "CovidCTScreenLib.app.process_runner",
-                     "CovidCTScreenLib.app.batch", "CovidCTScreenLib.app.options"}
+                     "CovidCTScreenLib.app.batch", "CovidCTScreenLib.app.options", "CovidCTScreenLib.lesions",
+                     "CovidCTScreenLib.lesions.lesion_seg"}
 SLICER_SIDE = {"slicer", "qt", "ctk", "vtk", "SampleData", "PyTorchUtils"}
 HEAVY = ("torch", "torchvision", "monai", "SimpleITK", "skimage", "matplotlib", "pydicom", "scipy",
          "efficientnet_lite_pytorch", "safetensors")
@@ -122,7 +123,7 @@ def test_bound_widgets_have_a_gui_connector(name):
 
 def test_screen_parameter_node_has_the_issue_fields():
     fields = _parameter_fields(_tree(MODULES["CovidCTScreen"]))
-    assert {"inputVolume", "model", "device", "sliceThreshold", "heatmapOpacity", "outputSegmentation",
+    assert {"inputVolume", "model", "lesionModel", "device", "sliceThreshold", "heatmapOpacity", "outputSegmentation",
             "outputHeatmap", "outputTable", "outputChart"} <= fields
 
 
@@ -171,10 +172,11 @@ def test_nothing_heavy_imported_at_module_import(path):
 
 
 def test_glue_imports_no_torch_under_plain_python():
-    """mrml, the glue texts, worker, model_package and the batch script import without torch / SimpleITK / matplotlib."""
+    """mrml, the glue texts, worker, model_package, lesion_seg and the batch script import without torch / SimpleITK / matplotlib."""
     code = ("import sys, importlib.util\n"
             "import CovidCTScreenLib.app.worker, CovidCTScreenLib.models.model_package\n"
             "import CovidCTScreenLib.slicer_glue.mrml, CovidCTScreenLib.slicer_glue.texts\n"
+            "import CovidCTScreenLib.lesions.lesion_seg\n"
             f"spec = importlib.util.spec_from_file_location('batch_screen', {str(BATCH)!r})\n"
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
             f"print(sorted(k for k in sys.modules if k.split('.')[0] in {HEAVY!r}))\n")
