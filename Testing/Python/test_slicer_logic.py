@@ -114,9 +114,12 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     # a second run can fill the same output nodes, and take an existing lung segmentation as its lung mask
     lungs_before = mrml.labels_from_segmentation(result["segmentation"], node)
     again = logic.process(node, device="cpu", heatmap=False, lungSegmentation=result["segmentation"],
+                          lesionModel="covidct-lesion-effunet-v2",
                           outputNodes={"segmentation": result["segmentation"], "table": result["table"],
                                        "chart": result["chart"]})
     assert again["report"]["lung_mask"]["source"] == f"Slicer segmentation {result['segmentation'].GetName()}"
+    assert "covidct-lesion-effunet-v2" in again["report"]["manifestations"]["learned"]["method"]
+    assert "covidct-lesion-unet-v1" in report["manifestations"]["learned"]["method"]  # the default
     np.testing.assert_array_equal(mrml.labels_from_segmentation(again["segmentation"], node), lungs_before)
     assert again["segmentation"] is result["segmentation"] and again["table"] is result["table"]
     assert again["heatmap"] is None and again["chart"].GetNumberOfPlotSeriesNodes() == 2
