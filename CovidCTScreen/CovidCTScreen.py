@@ -218,7 +218,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._selectModel(self._parameterNode.model)
-            self._selectLesionModel(self._parameterNode.lesionModel)
+            _selectInCombo(self.ui.lesionModelComboBox, self._parameterNode.lesionModel)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
@@ -248,48 +248,20 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- models
 
     def populateModels(self) -> None:
-        combo = self.ui.modelComboBox
-        current = self._parameterNode.model if self._parameterNode else model_package.DEFAULT_MODEL
-        wasBlocked = combo.blockSignals(True)
-        combo.clear()
-        for label, ref in self.logic.availableModels():
-            combo.addItem(label, ref)
-        combo.blockSignals(wasBlocked)
-        self._selectModel(current)
-        combo = self.ui.lesionModelComboBox
-        current = self._parameterNode.lesionModel if self._parameterNode else lesion_seg.DEFAULT_LESION_MODEL
-        wasBlocked = combo.blockSignals(True)
-        combo.clear()
-        for label, ref in self.logic.availableLesionModels():
-            combo.addItem(label, ref)
-        combo.blockSignals(wasBlocked)
-        self._selectLesionModel(current)
+        p = self._parameterNode
+        _fillCombo(self.ui.modelComboBox, self.logic.availableModels())
+        self._selectModel(p.model if p else model_package.DEFAULT_MODEL)
+        _fillCombo(self.ui.lesionModelComboBox, self.logic.availableLesionModels())
+        _selectInCombo(self.ui.lesionModelComboBox, p.lesionModel if p else lesion_seg.DEFAULT_LESION_MODEL)
 
-    def _selectLesionModel(self, ref: str) -> None:
-        combo = self.ui.lesionModelComboBox
-        index = combo.findData(ref)
-        if index < 0 and ref:
-            combo.addItem(f"{Path(ref).name} (folder)", ref)
-            index = combo.count - 1
-        wasBlocked = combo.blockSignals(True)
-        combo.setCurrentIndex(max(index, 0))
-        combo.blockSignals(wasBlocked)
+    def _selectModel(self, ref: str) -> None:
+        _selectInCombo(self.ui.modelComboBox, ref)
+        self.ui.modelInfoLabel.text = model_card_html(self.ui.modelComboBox.currentData or model_package.DEFAULT_MODEL)
 
     def onLesionModelChanged(self, index: int) -> None:
         ref = self.ui.lesionModelComboBox.itemData(index)
         if self._parameterNode and ref:
             self._parameterNode.lesionModel = ref
-
-    def _selectModel(self, ref: str) -> None:
-        combo = self.ui.modelComboBox
-        index = combo.findData(ref)
-        if index < 0 and ref:
-            combo.addItem(f"{Path(ref).name} (folder)", ref)
-            index = combo.count - 1
-        wasBlocked = combo.blockSignals(True)
-        combo.setCurrentIndex(max(index, 0))
-        combo.blockSignals(wasBlocked)
-        self.ui.modelInfoLabel.text = model_card_html(combo.currentData or model_package.DEFAULT_MODEL)
 
     def onModelChanged(self, index: int) -> None:
         ref = self.ui.modelComboBox.itemData(index)
@@ -472,6 +444,26 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _exportName(self) -> str:
         name = self._parameterNode.inputVolume.GetName() if self._parameterNode.inputVolume else "study"
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + "_covidct_report"
+
+
+def _fillCombo(combo, items) -> None:
+    """Replace a combo box's (label, reference) items without firing its change signal."""
+    wasBlocked = combo.blockSignals(True)
+    combo.clear()
+    for label, ref in items:
+        combo.addItem(label, ref)
+    combo.blockSignals(wasBlocked)
+
+
+def _selectInCombo(combo, ref: str) -> None:
+    """Select the item holding ``ref`` (a folder not listed yet is added) without firing the change signal."""
+    index = combo.findData(ref)
+    if index < 0 and ref:
+        combo.addItem(f"{Path(ref).name} (folder)", ref)
+        index = combo.count - 1
+    wasBlocked = combo.blockSignals(True)
+    combo.setCurrentIndex(max(index, 0))
+    combo.blockSignals(wasBlocked)
 
 
 def mrmlGlue():

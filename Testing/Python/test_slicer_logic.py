@@ -74,6 +74,42 @@ def test_lesion_model_choice_reaches_the_worker(module, scene):
     assert not Path(cmd[4]).parent.exists()  # the cancelled run's work folder is gone
 
 
+def test_model_combo_helpers(module):
+    """The widget fills its two model combo boxes and selects a reference (a folder not listed is added)."""
+    class Combo:  # the few QComboBox calls the helpers make
+        def __init__(self):
+            self.items, self.currentIndex = [], -1
+
+        def blockSignals(self, block):
+            return False
+
+        def clear(self):
+            self.items = []
+
+        def addItem(self, label, ref):
+            self.items.append((label, ref))
+
+        def findData(self, ref):
+            return next((i for i, (_, r) in enumerate(self.items) if r == ref), -1)
+
+        @property
+        def count(self):
+            return len(self.items)
+
+        def setCurrentIndex(self, i):
+            self.currentIndex = i
+
+    combo = Combo()
+    module._fillCombo(combo, [("a (default)", "a"), ("b", "b")])
+    module._selectInCombo(combo, "b")
+    assert combo.currentIndex == 1
+    module._selectInCombo(combo, "/models/mine")
+    assert combo.items[-1] == ("mine (folder)", "/models/mine") and combo.currentIndex == 2
+    module._fillCombo(combo, [("a (default)", "a")])
+    module._selectInCombo(combo, "")
+    assert combo.items == [("a (default)", "a")] and combo.currentIndex == 0
+
+
 @pytest.mark.slow
 def test_process_sample_ct_blocking(module, scene, tmp_path):
     """Console use: process() blocks, returns nodes + report; input unchanged; override and export work."""
