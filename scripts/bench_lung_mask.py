@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from CovidCTScreenLib import hu_bands, lung_mask
-from CovidCTScreenLib.volume_io import load_ct
+from CovidCTScreenLib.lesions import hu_bands
+from CovidCTScreenLib.lungs import lung_mask
+from CovidCTScreenLib.input.volume_io import load_ct
 
 REPO = Path(__file__).resolve().parents[1]
 LIB = "CovidCTScreen/CovidCTScreenLib"

@@ -21,9 +21,9 @@ import os
 import shutil
 from pathlib import Path
 
-from CovidCTScreenLib.distribution import NORMAL_LIMITS_PCT
-from CovidCTScreenLib.evaluate import evaluate_to_folder
-from CovidCTScreenLib.evaluate_studies import SLICE_SCORES
+from CovidCTScreenLib.lesions.distribution import NORMAL_LIMITS_PCT
+from CovidCTScreenLib.evaluation.evaluate import evaluate_to_folder
+from CovidCTScreenLib.evaluation.evaluate_studies import SLICE_SCORES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +53,7 @@ def chance(m: dict) -> str:
 def slice_label_check(sl: dict, model: str) -> dict:
     """The model card's ``slice_label_check``: per-slice AUC of every per-slice score per labelled patient, and a
     plain summary of which score tracks the labels."""
-    from CovidCTScreenLib.lesion_seg import DEFAULT_LESION_MODEL
+    from CovidCTScreenLib.lesions.lesion_seg import DEFAULT_LESION_MODEL
 
     names = {"learned": f"lesion % of the slice's lung by the lesion UNet ({DEFAULT_LESION_MODEL})",
              "hu_bands": "lesion % by the HU bands", "slice_model": f"the slice model's P(COVID-19) ({model})"}

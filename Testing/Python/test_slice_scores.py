@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CovidCTScreenLib.manifestations import slice_counts, slice_extent
+from CovidCTScreenLib.lesions.manifestations import slice_counts, slice_extent
 
 from conftest import infected_slices
 
@@ -52,7 +52,7 @@ def test_slice_extent_counts_the_measured_lung():
 @pytest.fixture(scope="module")
 def p002_report(tmp_path_factory, covid19_ct, covid19_mask):
     """P002 screened into a report folder (the session's CT and lung mask; no heatmap)."""
-    from CovidCTScreenLib.pipeline import screen_to_folder
+    from CovidCTScreenLib.screening.pipeline import screen_to_folder
 
     out = tmp_path_factory.mktemp("p002") / "report"
     screen_to_folder(covid19_ct, out, device="cpu", heatmap=False, lung_mask=covid19_mask)
@@ -62,7 +62,7 @@ def p002_report(tmp_path_factory, covid19_ct, covid19_mask):
 @pytest.fixture(scope="module")
 def normal_no_lesions(tmp_path_factory, normal_ct, normal_mask):
     """normal002 screened with lesions switched off (``--no-lesions``)."""
-    from CovidCTScreenLib.pipeline import screen_to_folder
+    from CovidCTScreenLib.screening.pipeline import screen_to_folder
 
     out = tmp_path_factory.mktemp("normal") / "report"
     screen_to_folder(normal_ct, out, device="cpu", heatmap=False, lesions=False, lung_mask=normal_mask)
@@ -74,7 +74,7 @@ def test_csv_lesion_columns_agree_with_the_mask_files(p002_report, covid19_ct):
     """Each slice's GGO / consolidation / lesion % in slice_scores.csv, recomputed from the lesion maps and the
     lung mask written beside it (measured lung = lung mask less its rim, by the HU-band code); report.json holds
     the same numbers."""
-    from CovidCTScreenLib.hu_bands import hu_band_extent
+    from CovidCTScreenLib.lesions.hu_bands import hu_band_extent
 
     header, rows = _read_csv(p002_report / "slice_scores.csv")
     columns = [f"{m}_{k}_pct_of_lung" for m in ("unet", "hu_bands") for k in KINDS]
@@ -104,7 +104,7 @@ def test_csv_lesion_columns_agree_with_the_mask_files(p002_report, covid19_ct):
 def test_lesion_pct_is_higher_on_infected_slices(p002_report, covid19_ct):
     """Against the radiologists' infected-slice labels of P002: the lesion UNet's per-slice lesion % ranks infected
     slices above uninfected ones (a rank statistic with a margin, not an exact figure)."""
-    from CovidCTScreenLib.metrics import roc_auc
+    from CovidCTScreenLib.evaluation.metrics import roc_auc
 
     _, rows = _read_csv(p002_report / "slice_scores.csv")
     k = np.array([int(r["slice"]) for r in rows])
@@ -147,7 +147,7 @@ def test_slicer_table_and_lesion_chart(scene, p002_report, normal_no_lesions, co
     lesions neither."""
     import slicer
 
-    from CovidCTScreenLib import mrml
+    from CovidCTScreenLib.slicer_glue import mrml
 
     ct_node = mrml.ct_volume_to_node(covid19_ct, "P002", scene)
     loaded = mrml.load_report_folder(p002_report, ct_node, scene=scene)
