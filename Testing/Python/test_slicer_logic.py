@@ -133,6 +133,10 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     np.testing.assert_allclose(mrml.node_ijk_to_ras(result["heatmap"]), mrml.node_ijk_to_ras(node), atol=1e-6)
     assert comp.GetForegroundVolumeID() == result["heatmap"].GetID()
     assert result["table"].GetNumberOfRows() == len(report["slices"])
+    # per-slice lesion % of both methods in the table, drawn in the lesion chart (test_slice_scores.py checks values)
+    assert result["lesion_chart"].GetNumberOfPlotSeriesNodes() == 2
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(result["table"], "lesion % (lesion UNet)"),
+                               [s["lesions_pct_of_lung"]["learned"]["lesion_pct"] for s in report["slices"]])
     assert not (tmp_path / "x").exists()
     # threshold override changes the displayed verdict, not the report; export records it beside the report
     strict = logic.verdict(result, 0.99)
