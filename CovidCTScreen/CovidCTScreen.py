@@ -1,15 +1,14 @@
 """COVID CT Screen: 3D Slicer module (thin GUI over CovidCTScreenLib). Research use only.
 
-Data flow: input CT node -> NRRD in a temp folder -> ``CovidCTScreenLib.worker`` in a separate
+Data flow: input CT node -> NRRD in a temp folder -> ``CovidCTScreenLib.app.worker`` in a separate
 PythonSlicer process (lung mask, slice scores, Grad-CAM, verdict, report folder) -> result nodes
-made by ``CovidCTScreenLib.mrml``. Heavy packages (torch, monai, ...) are imported only by the worker.
+made by ``CovidCTScreenLib.slicer_glue.mrml``. Heavy packages (torch, monai, ...) are imported only by the worker.
 """
 
 import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +21,12 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__, model_package, options, process_runner, worker
+from CovidCTScreenLib import RESEARCH_USE_NOTICE, __version__
+from CovidCTScreenLib.app import options, process_runner, worker
+from CovidCTScreenLib.lesions import lesion_seg
+from CovidCTScreenLib.models import model_package
+from CovidCTScreenLib.slicer_glue.requirements import missing_requirements
+from CovidCTScreenLib.slicer_glue.texts import category_html, manifestations_html, model_card_html
 
 # Source tree and installed extension have the same layout: <root>/CovidCTScreen.py beside
 # <root>/CovidCTScreenLib/, and the shared resources in <root>/../Resources (see CMakeLists.txt).
@@ -39,44 +43,6 @@ ATTR_SERIES_UID = "CovidCTScreen.SeriesInstanceUID"
 
 def resourcePath(relative: str) -> str:
     return str(RESOURCES / relative)
-
-
-def manifestationsText(m: dict) -> str:
-    """HTML lines: GGO / consolidation extent by both methods and the streak candidates of a report."""
-    if "hu_bands" not in m:
-        return ""
-    lines = []
-    for key, title in (("hu_bands", "HU bands"), ("learned", "lesion UNet")):
-        both = m[key]["per_lung"]["both"]
-        lines.append(f"{title}: GGO {both['ggo_pct']:.1f} %, consolidation {both['consolidation_pct']:.1f} % of the "
-                     f"lung ({m[key]['dominant']})")
-    lines.append(f"Possible fibrotic streaks: {m['possible_fibrotic_streaks']['candidates']} candidates "
-                 f"(heuristic, unvalidated)")
-    return "<br>" + "<br>".join(lines) + f"<br><i>{m.get('caution', '')}</i>"
-
-
-def categoryText(verdict: dict) -> str:
-    """HTML: the three-class category, its reason and each piece of evidence (empty without lesion evidence)."""
-    if not verdict.get("category"):
-        return ""
-    colour = {"COVID-19": "#b22222", "other pneumonia": "#b8860b", "normal": "#2e7d32"}[verdict["category"]]
-    rows = "".join(f"<li>{e['finding']}: {e['value']} &rarr; <i>{e['points_to']}</i></li>"
-                   for e in verdict.get("evidence", []))
-    return (f"<span style='font-size:14pt;color:{colour}'><b>{verdict['category']}</b></span> "
-            f"({verdict.get('pattern')} pattern; a category from stated rules, not a probability)<br>"
-            f"{verdict.get('reason', '')}<ul style='margin:0'>{rows}</ul>")
-
-
-def modelCardSummary(name: str = model_package.DEFAULT_MODEL) -> str:
-    """HTML: training data and validation metrics of a model, read from its model card at run time."""
-    card_path = Path(name) / model_package.CARD_NAME
-    if not card_path.is_file():
-        card_path = model_package.MODELS_DIR / name / model_package.CARD_NAME
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError):
-        return f"<p><b>Model {name}:</b> model card not found at {card_path}.</p>"
-    return model_package.card_html(card)
 
 
 #
@@ -97,9 +63,10 @@ class CovidCTScreen(ScriptedLoadableModule):
 slice holding enough lung is cropped to the lungs, mapped through the lung window stored in the model card
 (W1200/L-500) and scored by a 2D classifier; scores are calibrated (temperature scaling). The study is called COVID-19 when more than a set fraction
 of lung slices reach the slice threshold. Grad-CAM shows where the classifier looked on each slice.</p>
-{modelCardSummary()}
-<p>Outputs: lung segmentation (SNOMED CT coded), heatmap volume shown over the CT, slice-score table and chart,
-top suspicious slices (click to jump), and a report folder (JSON, CSV, NRRD, PNG) with "Export report".
+{model_card_html()}
+<p>Outputs: lung segmentation (SNOMED CT coded), heatmap volume shown over the CT, a per-slice table (lesion %
+of each slice's lung by the lesion UNet and the HU bands, and the classifier's P(COVID-19)) with a lesion chart and
+a score chart, top suspicious slices (click to jump), and a report folder (JSON, CSV, NRRD, PNG) with "Export report".
 The same pipeline runs from the Python console (<code>CovidCTScreenLogic().process(volumeNode)</code>), the
 command line (<code>covidct-screen</code>) and headless Slicer (<code>scripts/batch_screen.py</code>).</p>
 """
@@ -147,7 +114,8 @@ class CovidCTScreenParameterNode:
     heatmapOpacity - foreground opacity of the heatmap over the CT.
     computeHeatmap - run Grad-CAM (slower; off gives scores only).
     computeLesions - measure GGO / consolidation extent and fibrotic streak candidates.
-    model, device, computeHeatmap and computeLesions default to CovidCTScreenLib.options (the CLI's options).
+    lesionModel - lesion segmentation model (shipped name or folder) of that step (--lesion-model).
+    model, device, computeHeatmap and computeLesions default to CovidCTScreenLib.app.options (the CLI's options).
     output* - nodes to fill (created on Apply when empty).
     reportFolder - the report folder of the last run.
     """
@@ -161,10 +129,12 @@ class CovidCTScreenParameterNode:
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     computeHeatmap: bool = SCREEN_OPTION_DEFAULTS["heatmap"]
     computeLesions: bool = SCREEN_OPTION_DEFAULTS["lesions"]
+    lesionModel: str = lesion_seg.DEFAULT_LESION_MODEL
     outputSegmentation: vtkMRMLSegmentationNode
     outputHeatmap: vtkMRMLScalarVolumeNode
     outputTable: vtkMRMLTableNode
     outputChart: vtkMRMLPlotChartNode
+    outputLesionChart: vtkMRMLPlotChartNode
     reportFolder: str = ""
 
 
@@ -199,6 +169,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.lesionModelComboBox.connect("currentIndexChanged(int)", self.onLesionModelChanged)
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.exportReportButton.connect("clicked(bool)", self.onExportReport)
         self.ui.dicomFolderPathLineEdit.connect("currentPathChanged(QString)", self.onDicomFolderChanged)
@@ -249,12 +220,14 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._selectModel(self._parameterNode.model)
+            _selectInCombo(self.ui.lesionModelComboBox, self._parameterNode.lesionModel)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         self._checkCanApply()
         p = self._parameterNode
         self.ui.sliceThresholdSliderWidget.enabled = p.overrideThreshold
+        self.ui.lesionModelComboBox.enabled = p.computeLesions
         self.ui.exportReportButton.enabled = bool(p.reportFolder) and os.path.isdir(p.reportFolder)
         if self.logic.lastResult is not None:
             mrmlGlue().set_heatmap_opacity(p.heatmapOpacity)
@@ -277,31 +250,26 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- models
 
     def populateModels(self) -> None:
-        combo = self.ui.modelComboBox
-        current = self._parameterNode.model if self._parameterNode else model_package.DEFAULT_MODEL
-        wasBlocked = combo.blockSignals(True)
-        combo.clear()
-        for label, ref in self.logic.availableModels():
-            combo.addItem(label, ref)
-        combo.blockSignals(wasBlocked)
-        self._selectModel(current)
+        p = self._parameterNode
+        _fillCombo(self.ui.modelComboBox, self.logic.availableModels())
+        self._selectModel(p.model if p else model_package.DEFAULT_MODEL)
+        _fillCombo(self.ui.lesionModelComboBox, self.logic.availableLesionModels())
+        _selectInCombo(self.ui.lesionModelComboBox, p.lesionModel if p else lesion_seg.DEFAULT_LESION_MODEL)
 
     def _selectModel(self, ref: str) -> None:
-        combo = self.ui.modelComboBox
-        index = combo.findData(ref)
-        if index < 0 and ref:
-            combo.addItem(f"{Path(ref).name} (folder)", ref)
-            index = combo.count - 1
-        wasBlocked = combo.blockSignals(True)
-        combo.setCurrentIndex(max(index, 0))
-        combo.blockSignals(wasBlocked)
-        self.ui.modelInfoLabel.text = modelCardSummary(combo.currentData or model_package.DEFAULT_MODEL)
+        _selectInCombo(self.ui.modelComboBox, ref)
+        self.ui.modelInfoLabel.text = model_card_html(self.ui.modelComboBox.currentData or model_package.DEFAULT_MODEL)
+
+    def onLesionModelChanged(self, index: int) -> None:
+        ref = self.ui.lesionModelComboBox.itemData(index)
+        if self._parameterNode and ref:
+            self._parameterNode.lesionModel = ref
 
     def onModelChanged(self, index: int) -> None:
         ref = self.ui.modelComboBox.itemData(index)
         if self._parameterNode and ref:
             self._parameterNode.model = ref
-        self.ui.modelInfoLabel.text = modelCardSummary(ref or model_package.DEFAULT_MODEL)
+        self.ui.modelInfoLabel.text = model_card_html(ref or model_package.DEFAULT_MODEL)
 
     def onAddModel(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(self.parent, "Model package folder (model.json + weights)")
@@ -330,9 +298,11 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "Starting..."
             self.logic.process(p.inputVolume, model=p.model, device=p.device, waitForCompletion=False,
                                heatmap=p.computeHeatmap, lesions=p.computeLesions, heatmapOpacity=p.heatmapOpacity,
+                               lesionModel=p.lesionModel,
                                lungSegmentation=p.lungMask,
                                outputNodes={"segmentation": p.outputSegmentation, "heatmap": p.outputHeatmap,
-                                            "table": p.outputTable, "chart": p.outputChart},
+                                            "table": p.outputTable, "chart": p.outputChart,
+                                            "lesion_chart": p.outputLesionChart},
                                progressCallback=self.onProgress, completedCallback=self.onCompleted)
         self._checkCanApply()
 
@@ -354,6 +324,8 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.outputHeatmap = result["heatmap"]
         p.outputTable = result["table"]
         p.outputChart = result["chart"]
+        if result["lesion_chart"] is not None:
+            p.outputLesionChart = result["lesion_chart"]
         p.reportFolder = result["reportFolder"]
         self.ui.statusLabel.text = f"Done in {result['seconds']:.0f} s on {result['report'].get('device', '?')}."
         self.showVerdict()
@@ -376,7 +348,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         colour = "#b22222" if verdict["positive"] else "#2e7d32"
         override = " (threshold override)" if p.overrideThreshold else ""
         self.ui.verdictLabel.text = (
-            categoryText(verdict)
+            category_html(verdict)
             + f"Slice model (binary): <span style='color:{colour}'><b>{verdict['label']}</b></span>{override}<br>"
             f"{verdict['positive_slices']} of {verdict['lung_slices']} lung slices "
             f"({verdict['positive_fraction']:.0%}) "
@@ -388,15 +360,16 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             f"Slice P(COVID-19): max {probs.get('max', 0):.2f}, mean {probs.get('mean', 0):.2f}, "
             f"mean of top 5 {probs.get('mean_top5', 0):.2f}. Lung volume "
             f"{result['report'].get('lungs', {}).get('volume_ml', {}).get('total', 0) / 1000:.2f} L."
-            + manifestationsText(result["report"].get("manifestations", {})))
-        from CovidCTScreenLib.report_html import extent_html
+            + manifestations_html(result["report"].get("manifestations", {})))
+        from CovidCTScreenLib.report.report_html import extent_html
 
         self.ui.extentLabel.text = extent_html(result["report"])  # the same tables as report.html
         self.ui.topSlicesListWidget.clear()
         for key in result["report"].get("key_slices", []):
-            lesions = f", lesions {key['lesion_pct']:.1f} %" if key.get("lesion_pct") is not None else ""
+            lesions = (f"lesions {key['lesion_pct']:.1f} % ({key.get('lesion_method', '')}), "
+                       if key.get("lesion_pct") is not None else "")
             item = qt.QListWidgetItem(f"{key.get('name', key['slice'])} {key.get('zone', '')}: "
-                                      f"P(COVID-19) {key['probability']:.2f}{lesions}")
+                                      f"{lesions}classifier P(COVID-19) {key['probability']:.2f}")
             item.setData(qt.Qt.UserRole, int(key["slice"]))
             self.ui.topSlicesListWidget.addItem(item)
 
@@ -410,7 +383,9 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if layoutManager is None:
             return
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
-        slicer.modules.plots.logic().ShowChartInLayout(result["chart"])
+        # the lesion % per slice when measured (it tracks the radiologists' labels on HU CT; the classifier's
+        # P(COVID-19) does not, docs/ct_md_evaluation.md); the score chart stays one click away in the plot view
+        slicer.modules.plots.logic().ShowChartInLayout(result["lesion_chart"] or result["chart"])
         plotWidget = layoutManager.plotWidget(0)
         if plotWidget is not None and self._plotViewConnected is not plotWidget:
             plotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)", self.onPlotDataSelected)
@@ -435,7 +410,7 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if result is None:
             return
         for i in range(mrmlPlotDataIDs.GetNumberOfValues()):
-            if mrmlPlotDataIDs.GetValue(i) != result["series"].GetID():
+            if mrmlPlotDataIDs.GetValue(i) not in [s.GetID() for s in [result["series"], *result["lesion_series"]]]:
                 continue
             points = selectionCol.GetItemAsObject(i)
             if points is not None and points.GetNumberOfTuples() > 0:
@@ -479,9 +454,29 @@ class CovidCTScreenWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) + "_covidct_report"
 
 
+def _fillCombo(combo, items) -> None:
+    """Replace a combo box's (label, reference) items without firing its change signal."""
+    wasBlocked = combo.blockSignals(True)
+    combo.clear()
+    for label, ref in items:
+        combo.addItem(label, ref)
+    combo.blockSignals(wasBlocked)
+
+
+def _selectInCombo(combo, ref: str) -> None:
+    """Select the item holding ``ref`` (a folder not listed yet is added) without firing the change signal."""
+    index = combo.findData(ref)
+    if index < 0 and ref:
+        combo.addItem(f"{Path(ref).name} (folder)", ref)
+        index = combo.count - 1
+    wasBlocked = combo.blockSignals(True)
+    combo.setCurrentIndex(max(index, 0))
+    combo.blockSignals(wasBlocked)
+
+
 def mrmlGlue():
-    """CovidCTScreenLib.mrml, imported when first needed (it pulls in SimpleITK lazily)."""
-    from CovidCTScreenLib import mrml
+    """CovidCTScreenLib.slicer_glue.mrml, imported when first needed (it pulls in SimpleITK lazily)."""
+    from CovidCTScreenLib.slicer_glue import mrml
 
     return mrml
 
@@ -518,7 +513,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
 
     def listSeries(self, folder) -> list:
         """[(series UID, one-line description, chosen by volume_io.SERIES_RULE)] of a DICOM folder."""
-        from CovidCTScreenLib.volume_io import choose_series, list_series
+        from CovidCTScreenLib.input.volume_io import choose_series, list_series
 
         series = list_series(folder)
         best = choose_series(series) if series else None
@@ -527,7 +522,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
     def loadSeries(self, folder, seriesUID):
         """Load one series of a DICOM folder as a CT node. Screening that node reads the DICOM files themselves,
         so the report names slices by instance number and adds DICOM SEG and SR."""
-        from CovidCTScreenLib.volume_io import load_ct
+        from CovidCTScreenLib.input.volume_io import load_ct
 
         volume = load_ct(folder, series_uid=seriesUID)
         node = mrmlGlue().ct_volume_to_node(volume, volume.meta.get("series_description") or "CT")
@@ -557,6 +552,12 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         models += [(f"{Path(p).name} ({p})", p) for p in self.userModels()]
         return models or [(f"{model_package.DEFAULT_MODEL} (missing)", model_package.DEFAULT_MODEL)]
 
+    def availableLesionModels(self) -> list:
+        """[(label, name)]: the shipped lesion segmentation models (model card task), the default marked."""
+        names = model_package.available_models(task=model_package.LESION_SEGMENTATION)
+        return ([(f"{n} (default)" if n == lesion_seg.DEFAULT_LESION_MODEL else n, n) for n in names]
+                or [(f"{lesion_seg.DEFAULT_LESION_MODEL} (missing)", lesion_seg.DEFAULT_LESION_MODEL)])
+
     # -- dependencies
 
     def ensureDependencies(self, askConfirmation: bool = True, requirementsFile: str | None = None) -> bool:
@@ -582,14 +583,14 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer >= 5.12
             packaging.pip_ensure(packaging.load_requirements(requirements), requester="COVID CT Screen")
         else:
-            missing = missingRequirements(requirements)
+            missing = missing_requirements(requirements)
             if missing:
                 if askConfirmation and not slicer.util.confirmOkCancelDisplay(
                         "COVID CT Screen will download and install these Python packages:\n\n"
                         + "\n".join(missing) + "\n\nThis can take several minutes.", "Install Python packages"):
                     return False
                 slicer.util.pip_install(missing)
-        still = missingRequirements(requirements)
+        still = missing_requirements(requirements)
         if still:
             raise RuntimeError("These Python packages are still missing or too old: " + ", ".join(still)
                                + ". Install them in the Python console with slicer.util.pip_install(...) "
@@ -601,9 +602,9 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputVolumeNode, model=None, device="auto", waitForCompletion=True, heatmap=True,
                 heatmapOpacity=0.4, outputNodes=None, progressCallback=None, completedCallback=None, lesions=True,
-                batchSize=None, lungSegmentation=None):
+                batchSize=None, lungSegmentation=None, lesionModel=None):
         """Screen ``inputVolumeNode`` (never modified); ``lungSegmentation``: an optional segmentation node with
-        lung segments used as the lung mask. With ``waitForCompletion`` (console, batch, tests) it
+        lung segments used as the lung mask; ``lesionModel``: the lesion model (name or folder; None: default). With ``waitForCompletion`` (console, batch, tests) it
         blocks and returns {"report", "segmentation", "heatmap", "table", "chart", "reportFolder", ...} or
         raises; otherwise it returns None at once and calls ``completedCallback(result, error)`` later."""
         import tempfile
@@ -611,7 +612,7 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         if self.isRunning:
             raise RuntimeError("A screening is already running; cancel it first")
         glue = mrmlGlue()
-        from CovidCTScreenLib.volume_io import validate_ct
+        from CovidCTScreenLib.input.volume_io import validate_ct
 
         volume = glue.ct_volume_from_node(inputVolumeNode)  # refuses label maps, vector and empty volumes
         validate_ct(volume)  # the same refusals as files: no HU, not a chest CT, too few slices
@@ -631,8 +632,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         cancelFile = workDir / "cancel"
         maskName = lungSegmentation.GetName() if lungSegmentation is not None else None
         cmd = worker.command(inputFile, outDir, model=model, device=device, heatmap=heatmap, lesions=lesions,
-                             batch_size=batchSize, cancel_file=cancelFile, python=pythonExecutable(),
-                             lung_mask=maskFile, lung_mask_name=maskName, series=series)
+                             batch_size=batchSize, cancel_file=cancelFile, python=process_runner.python_executable(),
+                             lung_mask=maskFile, lung_mask_name=maskName, series=series, lesion_model=lesionModel)
         env = worker.environment()
         prefix = inputVolumeNode.GetName()
         started = _now()
@@ -651,7 +652,8 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
             loaded = glue.load_report_folder(outDir, inputVolumeNode, prefix, heatmap_opacity=heatmapOpacity,
                                              segmentation_node=nodes.get("segmentation"),
                                              heatmap_volume_node=nodes.get("heatmap"),
-                                             table_node=nodes.get("table"), chart_node=nodes.get("chart"))
+                                             table_node=nodes.get("table"), chart_node=nodes.get("chart"),
+                                             lesion_chart_node=nodes.get("lesion_chart"))
             loaded["reportFolder"] = str(outDir)
             self._workDir = workDir  # kept for Export report until the next run or removeWorkFolder()
             loaded["seconds"] = _now() - started
@@ -704,13 +706,13 @@ class CovidCTScreenLogic(ScriptedLoadableModuleLogic):
         verdict = dict(result["report"]["verdict"])
         if sliceThreshold is None or abs(sliceThreshold - verdict["slice_threshold"]) < 1e-9:
             return verdict
-        from CovidCTScreenLib.verdict import study_verdict
+        from CovidCTScreenLib.screening.verdict import study_verdict
 
         pos = result["probabilities"][:, result["positive_index"]]
         binary = study_verdict(result["slice_indices"], pos, sliceThreshold, verdict["min_fraction"]).to_dict()
         report = result["report"]
         if verdict.get("category") and "zones" in report.get("distribution", {}):
-            from CovidCTScreenLib.verdict import category_from_report
+            from CovidCTScreenLib.screening.verdict import category_from_report
 
             binary.update(category_from_report(binary, report["manifestations"], report["distribution"]))
         return binary
@@ -736,41 +738,6 @@ def _now() -> float:
     import time
 
     return time.perf_counter()
-
-
-def pythonExecutable() -> str:
-    """Slicer's own Python (PythonSlicer) for the worker; this interpreter outside Slicer."""
-    return shutil.which("PythonSlicer") or sys.executable
-
-
-def missingRequirements(requirementsFile) -> list:
-    """Lines of a requirements file whose package is absent or older than its '>=' minimum."""
-    import importlib.metadata as md
-    import re
-
-    missing = []
-    for line in Path(requirementsFile).read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = re.match(r"^([A-Za-z0-9_.\-]+)\s*(?:>=\s*([0-9][^,;\s]*))?", line)
-        if not match:
-            continue
-        name, minimum = match.groups()
-        try:
-            installed = md.version(name)
-        except md.PackageNotFoundError:
-            missing.append(line)
-            continue
-        if minimum and _versionTuple(installed) < _versionTuple(minimum):
-            missing.append(line)
-    return missing
-
-
-def _versionTuple(version: str) -> tuple:
-    import re
-
-    return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 #
@@ -812,7 +779,7 @@ class CovidCTScreenTest(ScriptedLoadableModuleTest):
         """Slicer's own NRRD reader and the core reader agree voxel for voxel and in RAS."""
         import numpy as np
 
-        from CovidCTScreenLib.volume_io import load_ct
+        from CovidCTScreenLib.input.volume_io import load_ct
 
         glue = mrmlGlue()
         node = self.loadSample()

@@ -20,7 +20,9 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from CovidCTScreenLib import RESEARCH_USE_NOTICE, model_package, process_runner, worker
+from CovidCTScreenLib import RESEARCH_USE_NOTICE
+from CovidCTScreenLib.app import process_runner, worker
+from CovidCTScreenLib.models import model_package
 
 RESOURCES = Path(__file__).resolve().parent.parent / "Resources"
 LIB_DIR = Path(__file__).resolve().parent  # holds CovidCTTrainingLib
@@ -238,7 +240,7 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 slicer.util.errorDisplay(error, windowTitle="COVID CT Training")
             return
         self.ui.statusLabel.text = f"Exported {result['package']}; it is now in COVID CT Screen's model list."
-        self.ui.metricsLabel.text = formatMetrics(result["card"])
+        self.ui.metricsLabel.text = model_package.card_html(result["card"])
         self.ui.useModelButton.enabled = True
 
     def onUseModel(self) -> None:
@@ -295,7 +297,7 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if not error.startswith("Cancelled"):
                 slicer.util.errorDisplay(error, windowTitle="COVID CT Training: evaluation")
             return
-        from CovidCTScreenLib.evaluate_cli import summary_lines
+        from CovidCTScreenLib.app.evaluate_cli import summary_lines
 
         self.ui.evalStatusLabel.text = f"Results in {result['folder']}"
         self.ui.evalSummaryLabel.text = "<br>".join(summary_lines(result["metrics"]))
@@ -309,11 +311,6 @@ class CovidCTTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         path = self._evalPlots.get(self.ui.evalPlotComboBox.currentText)
         pixmap = qt.QPixmap(path) if path else qt.QPixmap()
         self.ui.evalPlotLabel.setPixmap(pixmap.scaledToWidth(min(pixmap.width(), 480)) if path else pixmap)
-
-
-def formatMetrics(card: dict) -> str:
-    """HTML summary of a model card (``model_package.card_html``, the one renderer)."""
-    return model_package.card_html(card)
 
 
 #
@@ -360,7 +357,7 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
         """The covidct-train command line (also printed in the log, to reproduce the run outside Slicer)."""
         outputPackage = Path(outputPackage)
         workFolder = Path(workFolder) if workFolder else outputPackage.with_name(outputPackage.name + "-work")
-        cmd = [python or pythonExecutable(), "-m", "CovidCTTrainingLib.cli", "--covid-ct", str(labelledFolder),
+        cmd = [python or process_runner.python_executable(), "-m", "CovidCTTrainingLib.cli", "--covid-ct", str(labelledFolder),
                "--work", str(workFolder), "--package", str(outputPackage), "--epochs", str(int(epochs)),
                "--lr", repr(float(learningRate)), "--batch-size", str(int(batchSize)), "--device", device,
                "--method", method]
@@ -476,7 +473,7 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
 
         cancelFile = Path(tempfile.mkdtemp(prefix="CovidCTEvaluate-")) / "cancel"
         cmd = worker.command(data, outDir, model=model, device=device, cancel_file=cancelFile,
-                             python=pythonExecutable(), evaluate=True, thresholds=thresholds)
+                             python=process_runner.python_executable(), evaluate=True, thresholds=thresholds)
         job = self.runner(cmd, worker.environment(), cancelFile, process_runner.Callbacks(progress=progressCallback))
         self._evaluation = job
 
@@ -509,10 +506,6 @@ class CovidCTTrainingLogic(ScriptedLoadableModuleLogic):
     def cancelEvaluation(self) -> None:
         if self._evaluation is not None:
             self._evaluation.cancel()
-
-
-def pythonExecutable() -> str:
-    return process_runner.python_executable()
 
 
 def registerModel(packagePath) -> str:

@@ -1,4 +1,4 @@
-"""Headless 3D Slicer entry to covidct-batch (``CovidCTScreenLib.batch``; research use only):
+"""Headless 3D Slicer entry to covidct-batch (``CovidCTScreenLib.app.batch``; research use only):
 
     Slicer --no-main-window --python-script scripts/batch_screen.py -- --input-folder DIR --out DIR
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from CovidCTScreenLib.batch import main
+from CovidCTScreenLib.app.batch import main
 
 if __name__ == "__main__":
     try:

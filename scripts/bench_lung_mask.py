@@ -15,8 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from CovidCTScreenLib import hu_bands, lung_mask
-from CovidCTScreenLib.volume_io import load_ct
+from CovidCTScreenLib.lesions import hu_bands
+from CovidCTScreenLib.lungs import lung_mask
+from CovidCTScreenLib.input.volume_io import load_ct
 
 REPO = Path(__file__).resolve().parents[1]
 LIB = "CovidCTScreen/CovidCTScreenLib"
@@ -24,13 +25,24 @@ VOLUMES = ["covid-ct-md/Normal subjects/normal002", "covid-ct-md/COVID-19 subjec
            "covid-ct-md/Cap subjects/cap002", "chest-ct/Lung_Dx-A0001_5mm_B.nii.gz", "chest-ct/Lung_Dx-A0002_B40f"]
 
 
+SUBPACKAGE = {"lung_mask": "lungs", "hu_bands": "lesions"}  # where the modules live since the sub-package layout
+
+
 def _baseline(rev: str, name: str, folder: Path):
-    """Module ``name`` of ``LIB`` at git revision ``rev``, loaded inside the package so that its relative imports
-    (``.errors``) resolve to this checkout's modules."""
+    """Module ``name`` of ``LIB`` at git revision ``rev`` (in its sub-package, or at the top of the package before
+    the sub-package layout), loaded in the same package so that its relative imports (``..errors`` / ``.errors``)
+    resolve to this checkout's modules."""
+    for package in (f"CovidCTScreenLib.{SUBPACKAGE[name]}", "CovidCTScreenLib"):
+        rel = package.replace("CovidCTScreenLib", LIB, 1).replace(".", "/")
+        shown = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}/{name}.py"], capture_output=True,
+                               text=True)
+        if shown.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"{name}.py is not in revision {rev}")
     path = folder / f"{name}.py"
-    path.write_text(subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{LIB}/{name}.py"], check=True,
-                                   capture_output=True, text=True).stdout)
-    spec = importlib.util.spec_from_file_location(f"CovidCTScreenLib.baseline_{name}", path)
+    path.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location(f"{package}.baseline_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from CovidCTScreenLib.metrics import bootstrap_ci, confusion_metrics, roc_auc, youden_threshold
-from CovidCTScreenLib.model_package import load_package
+from CovidCTScreenLib.evaluation.metrics import bootstrap_ci, confusion_metrics, roc_auc, youden_threshold
+from CovidCTScreenLib.models.model_package import load_package
 
 TOP_K = 3
 

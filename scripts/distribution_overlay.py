@@ -28,12 +28,12 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from CovidCTScreenLib.distribution import SIDES, distribution, peripheral_region, zone_of_slices
-    from CovidCTScreenLib.hu_bands import hu_band_extent
-    from CovidCTScreenLib.lesion_seg import load_lesion_model, predict_hu
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.preprocess import window_hu
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.lesions.distribution import SIDES, distribution, peripheral_region, zone_of_slices
+    from CovidCTScreenLib.lesions.hu_bands import hu_band_extent
+    from CovidCTScreenLib.lesions.lesion_seg import load_lesion_model, predict_hu
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.preprocess import window_hu
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     vol = load_ct(args.ct)
     mask = lung_mask(vol.hu, vol.spacing)

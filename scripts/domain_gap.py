@@ -26,12 +26,12 @@ def main() -> None:
 
     from PIL import Image
 
-    from CovidCTScreenLib.datasets import load_images
-    from CovidCTScreenLib.inference import calibrated_probabilities, lung_slices, select_device
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.model_package import load_package
-    from CovidCTScreenLib.preprocess import prepare_image
-    from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice
+    from CovidCTScreenLib.input.datasets import load_images
+    from CovidCTScreenLib.models.inference import calibrated_probabilities, lung_slices, select_device
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.models.model_package import load_package
+    from CovidCTScreenLib.input.preprocess import prepare_image
+    from CovidCTScreenLib.input.volume_io import load_ct, read_dicom_slice
     from CovidCTTrainingLib.data import covid_ct_split
 
     pkg = load_package(args.model)

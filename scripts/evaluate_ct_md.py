@@ -8,7 +8,9 @@
 
 Writes docs/ct_md_evaluation.md and docs/ct_md_slices_<patient>.png. The covidct-evaluate folders go to
 runs/ct_md/ and are reused when present (--rerun to screen again, e.g. after the lung mask, HU bands or lesion
-model changed). Usage: python scripts/evaluate_ct_md.py [--data ../shared/data] [--rerun]
+model changed). --update-card stores the per-slice AUCs in the slice model's card (``slice_label_check``, shown in
+every report's reliability section and in MODEL_CARD.md).
+Usage: python scripts/evaluate_ct_md.py [--data ../shared/data] [--rerun] [--update-card]
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import os
 import shutil
 from pathlib import Path
 
-from CovidCTScreenLib.distribution import NORMAL_LIMITS_PCT
-from CovidCTScreenLib.evaluate import evaluate_to_folder
-from CovidCTScreenLib.evaluate_studies import SLICE_SCORES
+from CovidCTScreenLib.lesions.distribution import NORMAL_LIMITS_PCT
+from CovidCTScreenLib.evaluation.evaluate import evaluate_to_folder
+from CovidCTScreenLib.evaluation.evaluate_studies import SLICE_SCORES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,11 +43,37 @@ def ci(m: dict) -> str:
     return "n/a" if m["value"] is None else f"{m['value']:.2f} ({m['ci95'][0]:.2f}-{m['ci95'][1]:.2f})"
 
 
+def chance(m: dict) -> str:
+    """Where an AUC's 95 % CI lies against 0.5."""
+    if m["value"] is None:
+        return "undefined"
+    return "above chance" if m["ci95"][0] > 0.5 else "below chance" if m["ci95"][1] < 0.5 else "CI includes 0.5"
+
+
+def slice_label_check(sl: dict, model: str) -> dict:
+    """The model card's ``slice_label_check``: per-slice AUC of every per-slice score per labelled patient, and a
+    plain summary of which score tracks the labels."""
+    from CovidCTScreenLib.lesions.lesion_seg import DEFAULT_LESION_MODEL
+
+    names = {"learned": f"lesion % of the slice's lung by the lesion UNet ({DEFAULT_LESION_MODEL})",
+             "hu_bands": "lesion % by the HU bands", "slice_model": f"the slice model's P(COVID-19) ({model})"}
+    parts = [f"{names[key]}: " + ", ".join(f"{p} {ci(s['auc'][key])[:-1]}, {chance(s['auc'][key])})"
+                                           for p, s in sl["studies"].items()) for key in names]
+    return {"command": "python scripts/evaluate_ct_md.py --rerun --update-card",
+            "data": "COVID-CT-MD development HU volumes with radiologists' infected-slice labels, one patient each",
+            "bootstrap": sl["bootstrap"], "lesion_model": DEFAULT_LESION_MODEL,
+            "per_slice_auc": {p: s["auc"] for p, s in sl["studies"].items()},
+            "summary": ("Per-slice AUC (95 % CI) against the radiologists' infected-slice labels on real HU CT "
+                        "(COVID-CT-MD development volumes, one patient each): " + "; ".join(parts) + ".")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     p.add_argument("--runs", type=Path, default=REPO / "runs" / "ct_md")
     p.add_argument("--rerun", action="store_true", help="screen again instead of reusing runs/ct_md")
+    p.add_argument("--update-card", action="store_true",
+                   help="store the per-slice AUCs in the slice model's model.json and MODEL_CARD.md")
     args = p.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
     md, md_rows = run(args.data / "covid-ct-md", args.runs / "covid-ct-md", args.rerun)
@@ -71,9 +99,12 @@ def main() -> int:
         lines.append(f"| {name} | {s['lung_slices']} ({s['infected']}"
                      + (f"; {outside} more outside the lung slices" if outside else "") + ") | "
                      + " | ".join(ci(s["auc"][k]) for k in SLICE_SCORES) + " |")
-    lines += ["", "## Per lung against the lobe labels", "",
+    lines += ["", "Which per-slice score tracks the labels (AUC and where its CI lies against 0.5): "
+              + slice_label_check(sl, md["model"]["name"])["summary"].split(": ", 1)[1], "",
+              "## Per lung against the lobe labels", "",
               "A slice of a lung counts as infected when the radiologists labelled a lobe of that lung on it "
-              "(COVID-CT-MD lobe columns LLL, LUL, RLL, RML, RUL). Involved = the distribution's per-lung call "
+              "(COVID-CT-MD lobe columns LLL, LUL, RLL, RML, RUL); per-slice lesion % of that lung's measured part "
+              "(the same definition as the whole slice's, `manifestations.slice_extent`). Involved = the distribution's per-lung call "
               f"(lesion UNet, GGO > {NORMAL_LIMITS_PCT['ggo']:g} % or consolidation > "
               f"{NORMAL_LIMITS_PCT['consolidation']:g} % of that lung).", "",
               "| patient | lung | labelled infected slices | labelled involved | measured involved | per-slice AUC "
@@ -113,6 +144,15 @@ def main() -> int:
         shutil.copyfile(args.runs / "covid-ct-md" / f"slices_{name}.png", docs / f"ct_md_slices_{name}.png")
     (docs / "ct_md_evaluation.md").write_text("\n".join(lines))
     print("\n".join(lines))
+    if args.update_card:
+        from model_card import render  # scripts/model_card.py
+
+        folder = Path(md["model"]["path"])
+        card = json.loads((folder / "model.json").read_text())
+        card["slice_label_check"] = slice_label_check(sl, card["name"])
+        (folder / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+        (folder / "MODEL_CARD.md").write_text(render(card))
+        print("updated", folder / "model.json", "and MODEL_CARD.md:", card["slice_label_check"]["summary"])
     return 0
 
 

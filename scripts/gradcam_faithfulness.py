@@ -23,7 +23,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def _load(path: Path, size: int | None = None) -> np.ndarray:
     from PIL import Image
 
-    from CovidCTScreenLib.preprocess import prepare_image
+    from CovidCTScreenLib.input.preprocess import prepare_image
 
     image = np.asarray(Image.open(path).convert("L"))
     return prepare_image(image, size) if size else image
@@ -54,8 +54,8 @@ def deletion(package, net, images: np.ndarray, area: float = 0.10, n_random: int
     import torch
     from scipy.ndimage import gaussian_filter
 
-    from CovidCTScreenLib.explain import resize_map
-    from CovidCTScreenLib.inference import calibrated_probabilities, probabilities_and_gradcam
+    from CovidCTScreenLib.models.explain import resize_map
+    from CovidCTScreenLib.models.inference import calibrated_probabilities, probabilities_and_gradcam
 
     cpu, pos, rng = torch.device("cpu"), package.positive_index, np.random.default_rng(seed)
     p0, cams = probabilities_and_gradcam(package, net, images, cpu)
@@ -86,9 +86,9 @@ def pointing(package, net, images: list[np.ndarray], lesions: list[np.ndarray]) 
     (lesion share of the lung field)."""
     import torch
 
-    from CovidCTScreenLib.explain import resize_map
-    from CovidCTScreenLib.inference import probabilities_and_gradcam
-    from CovidCTScreenLib.preprocess import prepare_image
+    from CovidCTScreenLib.models.explain import resize_map
+    from CovidCTScreenLib.models.inference import probabilities_and_gradcam
+    from CovidCTScreenLib.input.preprocess import prepare_image
 
     x = np.stack([prepare_image(im) for im in images])
     _, cams = probabilities_and_gradcam(package, net, x, torch.device("cpu"))
@@ -125,7 +125,7 @@ def _line(name: str, values: np.ndarray) -> str:
 def main() -> None:
     import torch
 
-    from CovidCTScreenLib.model_package import load_package
+    from CovidCTScreenLib.models.model_package import load_package
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=None, help="first N images of each set (default: all)")

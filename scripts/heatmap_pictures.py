@@ -18,7 +18,7 @@ PICTURES = {"sample_key_slice.png": REPO / "Resources" / "SampleData" / "Lung_Dx
 
 
 def main() -> None:
-    from CovidCTScreenLib.pipeline import screen_to_folder
+    from CovidCTScreenLib.screening.pipeline import screen_to_folder
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from CovidCTScreenLib.hu_bands import hu_band_extent
-from CovidCTScreenLib.lung_mask import lung_mask
-from CovidCTScreenLib.metrics import bootstrap_ci, roc_auc
-from CovidCTScreenLib.volume_io import load_ct
+from CovidCTScreenLib.lesions.hu_bands import hu_band_extent
+from CovidCTScreenLib.lungs.lung_mask import lung_mask
+from CovidCTScreenLib.evaluation.metrics import bootstrap_ci, roc_auc
+from CovidCTScreenLib.input.volume_io import load_ct
 
 VOLUMES = {"normal002 (normal)": ("covid-ct-md/Normal subjects/normal002", None),
            "Lung_Dx-A0001 (lung cancer, 5 mm)": ("chest-ct/Lung_Dx-A0001_5mm_B.nii.gz", None),

@@ -24,8 +24,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from CovidCTScreenLib.metrics import bootstrap_cis, roc_auc  # noqa: E402
-from CovidCTScreenLib.model_package import load_package  # noqa: E402
+from CovidCTScreenLib.evaluation.metrics import bootstrap_cis, roc_auc  # noqa: E402
+from CovidCTScreenLib.models.model_package import load_package  # noqa: E402
 from train_hu_model import SHIPPED, hu_studies  # noqa: E402
 
 BLOCK = 10
@@ -158,8 +158,8 @@ def ccccii(data: Path, final: Path, shipped) -> dict:
     """Fraction of the 78 CC-CCII common-pneumonia slices (one patient, 8-bit) called COVID-19 by each model."""
     import torch
 
-    from CovidCTScreenLib.datasets import Item, load_images
-    from CovidCTScreenLib.inference import calibrated_probabilities
+    from CovidCTScreenLib.input.datasets import Item, load_images
+    from CovidCTScreenLib.models.inference import calibrated_probabilities
 
     files = sorted((data / "ccccii-cp").rglob("*.png"))
     x = load_images([Item(f, 0, "ccccii-cp-0") for f in files])
@@ -172,7 +172,7 @@ def ccccii(data: Path, final: Path, shipped) -> dict:
 
 def ship(final: Path, dest: Path, results: dict) -> None:
     """Copy the final package to ``dest`` with the LOPO figures in its card (the weights are unchanged)."""
-    from CovidCTScreenLib.model_package import save_package
+    from CovidCTScreenLib.models.model_package import save_package
     from safetensors.torch import load_file
 
     card = json.loads((final / "model.json").read_text())

@@ -21,14 +21,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from CovidCTScreenLib.fibrosis import LIMITS as STREAK_LIMITS  # noqa: E402
-from CovidCTScreenLib.fibrosis import detect_streaks  # noqa: E402
-from CovidCTScreenLib.hu_bands import hu_band_extent  # noqa: E402
-from CovidCTScreenLib.lesion_seg import labels_at, load_lesion_model, predict_hu, predict_probabilities  # noqa: E402
-from CovidCTScreenLib.lung_mask import lung_mask  # noqa: E402
-from CovidCTScreenLib.metrics import dice  # noqa: E402
-from CovidCTScreenLib.preprocess import lung_box, prepare_hu_slice, window_hu  # noqa: E402
-from CovidCTScreenLib.volume_io import read_dicom_slice  # noqa: E402
+from CovidCTScreenLib.lesions.fibrosis import LIMITS as STREAK_LIMITS  # noqa: E402
+from CovidCTScreenLib.lesions.fibrosis import detect_streaks  # noqa: E402
+from CovidCTScreenLib.lesions.hu_bands import hu_band_extent  # noqa: E402
+from CovidCTScreenLib.lesions.lesion_seg import labels_at, load_lesion_model, predict_hu, predict_probabilities  # noqa: E402
+from CovidCTScreenLib.lungs.lung_mask import lung_mask  # noqa: E402
+from CovidCTScreenLib.evaluation.metrics import dice  # noqa: E402
+from CovidCTScreenLib.input.preprocess import lung_box, prepare_hu_slice, window_hu  # noqa: E402
+from CovidCTScreenLib.input.volume_io import read_dicom_slice  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -83,12 +83,12 @@ def main(argv=None) -> int:
 
     import torch
 
-    from CovidCTScreenLib.hu_bands import hu_band_extent
-    from CovidCTScreenLib.lesion_seg import load_lesion_model, predict_hu
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.manifestations import by_lung
-    from CovidCTScreenLib.metrics import bootstrap_ci, roc_auc
-    from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice
+    from CovidCTScreenLib.lesions.hu_bands import hu_band_extent
+    from CovidCTScreenLib.lesions.lesion_seg import load_lesion_model, predict_hu
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.lesions.manifestations import by_lung
+    from CovidCTScreenLib.evaluation.metrics import bootstrap_ci, roc_auc
+    from CovidCTScreenLib.input.volume_io import load_ct, read_dicom_slice
 
     torch.set_num_threads(1)
     models = {"old": load_lesion_model(args.old), "new": load_lesion_model(args.new)}
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     result["summary"] = summary
     print(summary)
     if args.update_card:
-        from CovidCTScreenLib.model_package import CARD_NAME
+        from CovidCTScreenLib.models.model_package import CARD_NAME
         from CovidCTTrainingLib.lesion_training import render_model_card
 
         path = models["new"].package.path

@@ -13,8 +13,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
-from CovidCTScreenLib.lung_mask import LEFT, RIGHT, lung_mask
-from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice
+from CovidCTScreenLib.lungs.lung_mask import LEFT, RIGHT, lung_mask
+from CovidCTScreenLib.input.volume_io import load_ct, read_dicom_slice
 
 DENSE_HU = (-150.0, 100.0)
 VOLUMES = ["covid-ct-md/Normal subjects/normal002", "covid-ct-md/COVID-19 subjects/P002"]

@@ -18,9 +18,9 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from CovidCTScreenLib.lung_mask import LEFT, RIGHT, lung_mask  # noqa: E402
-from CovidCTScreenLib.preprocess import window_hu  # noqa: E402
-from CovidCTScreenLib.volume_io import load_ct, read_dicom_slice  # noqa: E402
+from CovidCTScreenLib.lungs.lung_mask import LEFT, RIGHT, lung_mask  # noqa: E402
+from CovidCTScreenLib.input.preprocess import window_hu  # noqa: E402
+from CovidCTScreenLib.input.volume_io import load_ct, read_dicom_slice  # noqa: E402
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 VOLUMES = {"Lung_Dx-A0002 (DICOM, 8 mm)": "chest-ct/Lung_Dx-A0002_B40f",

@@ -24,10 +24,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = ap.parse_args()
 
-    from CovidCTScreenLib.inference import lung_slices
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import load_ct
-    from CovidCTScreenLib.datasets import load_images
+    from CovidCTScreenLib.models.inference import lung_slices
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import load_ct
+    from CovidCTScreenLib.input.datasets import load_images
     from CovidCTTrainingLib.data import covid_ct_split
 
     train = load_images(covid_ct_split(args.data / "covid-ct", "train"))

@@ -55,6 +55,9 @@ Command: `{hu['command']}`"""
 {card.get('hu_ct_check', {}).get('summary', 'not checked')}
 Per volume / slice: `{json.dumps(card.get('hu_ct_check', {}).get('non_covid_volumes', []))}`;
 `{json.dumps(card.get('hu_ct_check', {}).get('covid_hu_slices', []))}` (command: `python scripts/domain_gap.py --update-card`)."""
+    check = card.get("slice_label_check")
+    if check:
+        hu_section += f"\n\n{check['summary']} Command: `{check['command']}`."
     unsupported = "\n".join(f"- **{k}**: {why}" for k, why in card["unsupported_classes"].items())
     history = ", ".join(f"{h['epoch']}: {h['val_auc']:.3f}" for h in t["history"])
     return f"""# Model card: {card['name']}

@@ -4,7 +4,7 @@ class: COVID-19 and non-COVID-19 on the COVID-CT val split, other (common) pneum
 
     python scripts/per_class_table.py [--data ../shared/data] [--model NAME|DIR] --out docs/per_class_metrics.md
 
-All figures come from covidct-evaluate (CovidCTScreenLib.evaluate) at the model card's operating point.
+All figures come from covidct-evaluate (CovidCTScreenLib.evaluation.evaluate) at the model card's operating point.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from covid_ct_list import write_split_csv  # noqa: E402
 
-from CovidCTScreenLib.evaluate import evaluate  # noqa: E402
+from CovidCTScreenLib.evaluation.evaluate import evaluate  # noqa: E402
 
 
 def _ci(m: dict) -> str:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from CovidCTScreenLib.evaluate import evaluate
-from CovidCTScreenLib.metrics import between_scores, binary_metrics
-from CovidCTScreenLib.model_package import CARD_NAME, load_package
+from CovidCTScreenLib.evaluation.evaluate import evaluate
+from CovidCTScreenLib.evaluation.metrics import between_scores, binary_metrics
+from CovidCTScreenLib.models.model_package import CARD_NAME, load_package
 from model_card import render
 
 COUNTS = ("tp", "fp", "tn", "fn")

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from CovidCTScreenLib.pipeline import screen_to_folder
+from CovidCTScreenLib.screening.pipeline import screen_to_folder
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from CovidCTScreenLib.inference import predict_logits
-from CovidCTScreenLib.metrics import binary_metrics
-from CovidCTScreenLib.networks import build_network
-from CovidCTScreenLib.datasets import load_images
+from CovidCTScreenLib.models.inference import predict_logits
+from CovidCTScreenLib.evaluation.metrics import binary_metrics
+from CovidCTScreenLib.models.networks import build_network
+from CovidCTScreenLib.input.datasets import load_images
 from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, covid_ct_summary
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.trainer import TrainResult

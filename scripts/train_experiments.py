@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from CovidCTScreenLib.model_package import load_package
+from CovidCTScreenLib.models.model_package import load_package
 from CovidCTTrainingLib.data import (COVID_CT_LABELS, covid_ct_split, covid_ct_summary, load_images,
                                      load_unlabelled_images)
 from CovidCTTrainingLib.export import export_package

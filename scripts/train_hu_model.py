@@ -42,7 +42,7 @@ def log(msg: str) -> None:
 
 def prepare(data: Path, runs: Path) -> list[str]:
     """Write the study / image lists, render the single COVID-19 HU slices; returns the data arguments."""
-    from CovidCTScreenLib.datasets import segmentation_pairs, read_lesion_mask
+    from CovidCTScreenLib.input.datasets import segmentation_pairs, read_lesion_mask
 
     runs.mkdir(parents=True, exist_ok=True)
     chest = runs / "chest_ct_studies.csv"
@@ -62,9 +62,9 @@ def prepare(data: Path, runs: Path) -> list[str]:
 def render_single_slices(folder: Path, out: Path) -> None:
     """covid-hu-slices with findings, rendered as the pipeline renders a slice (lung mask, lung box, window)."""
     from CovidCTScreenLib.errors import InputError
-    from CovidCTScreenLib.inference import lung_slices
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import read_dicom_slice
+    from CovidCTScreenLib.models.inference import lung_slices
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import read_dicom_slice
 
     out.mkdir(parents=True, exist_ok=True)
     for f in sorted(folder.glob("*.dcm")):
@@ -106,8 +106,8 @@ def score(package, studies: list[dict]) -> dict[str, list[float]]:
     """Calibrated P(COVID-19) of each rendered study's slices, as screening computes it."""
     import torch
 
-    from CovidCTScreenLib.inference import calibrated_probabilities
-    from CovidCTScreenLib.model_package import load_package
+    from CovidCTScreenLib.models.inference import calibrated_probabilities
+    from CovidCTScreenLib.models.model_package import load_package
 
     torch.set_num_threads(1)
     pkg = load_package(package)

@@ -137,7 +137,7 @@ def main(argv=None) -> int:
 
     def on_v1_slices(variant: str) -> dict:
         """Pooled Dice of the out-of-fold predictions on the 10 slices v1 held out (v1's validation figures)."""
-        from CovidCTScreenLib.model_package import load_package
+        from CovidCTScreenLib.models.model_package import load_package
         from CovidCTTrainingLib.lesion_training import segmentation_scores
 
         v1 = load_package("covidct-lesion-unet-v1").card["validation"]
@@ -160,7 +160,7 @@ def main(argv=None) -> int:
                                                          chosen == "semi-supervised"))
     final = results[final_name]
     seconds = sum(r["seconds"] for r in results.values())
-    from CovidCTScreenLib.model_package import load_package
+    from CovidCTScreenLib.models.model_package import load_package
 
     v1 = load_package("covidct-lesion-unet-v1").card["validation"]
     comparison = {"slices": v1["slices"], "covidct-lesion-unet-v1": {c: round(m["dice_pooled"], 4)
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
     card["comparison_v1"] = {**comparison, "note": (
         "pooled Dice on the 10 slices covidct-lesion-unet-v1 held out (its card's validation), from this model's "
         "out-of-fold predictions (each slice predicted by the fold model that did not train on it)")}
-    from CovidCTScreenLib.model_package import save_package
+    from CovidCTScreenLib.models.model_package import save_package
     from CovidCTTrainingLib.lesion_training import render_model_card
 
     package = save_package(args.out, final["state_dict"], card)
@@ -242,7 +242,7 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
             "Out-of-fold predictions at each slice's own resolution. dice_pooled: over all pixels of the 50 slices "
             "(CI: percentile bootstrap over slices); dice_fold_mean: mean of the folds' pooled Dice (CI: t interval "
             "over folds); dice_mean_per_slice: mean of per-slice Dice where the class is in reference or prediction "
-            "(CI: bootstrap over slices). Computed with CovidCTScreenLib.metrics.dice")},
+            "(CI: bootstrap over slices). Computed with CovidCTScreenLib.evaluation.metrics.dice")},
         "validation": {
             "slices": [s.name for s in slices],
             "scores": {c: {k: m[k] for k in ("dice_pooled", "dice_mean_per_slice", "dice_fold_mean")}

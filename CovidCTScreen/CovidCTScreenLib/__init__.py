@@ -1,6 +1,6 @@
 """CovidCTScreen core: CT in, lung mask, per-slice COVID-19 scores, Grad-CAM, verdict, report.
 
-Pure Python: no ``slicer`` import anywhere in this package except ``mrml.py``, and no
+Pure Python: no ``slicer`` import anywhere in this package except ``slicer_glue/mrml.py``, and no
 torch at import time (torch is imported inside the functions that run a model).
 Research use only; not for clinical diagnosis.
 """

@@ -72,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cancel-file", type=Path, default=None,
                    help="stop between steps once this file exists (the GUI's Stop; portable where signals are not)")
     p.add_argument("--progress-lines", action="store_true",
-                   help="progress as PROGRESS / STATUS / DONE lines on stdout (CovidCTScreenLib.process_runner) "
+                   help="progress as PROGRESS / STATUS / DONE lines on stdout (CovidCTScreenLib.app.process_runner) "
                         "instead of a progress bar")
     return p
 
 
 def labelled_images(source: Path, labels: list[str]):
     """Items of a labelled slice-image set: class sub-folders or a ``path,label[,patient_id]`` CSV."""
-    from CovidCTScreenLib.datasets import csv_items, folder_items
+    from CovidCTScreenLib.input.datasets import csv_items, folder_items
 
     return folder_items(source, labels) if source.is_dir() else csv_items(source, labels)
 
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         import numpy as np
         from tqdm import tqdm
 
-        from CovidCTScreenLib.datasets import load_images
-        from CovidCTScreenLib.preprocess import INPUT_SIZE
+        from CovidCTScreenLib.input.datasets import load_images
+        from CovidCTScreenLib.input.preprocess import INPUT_SIZE
 
         from . import distributed
         from .data import (COVID_CT_LABELS, covid_ct_split, covid_ct_summary, describe_studies,
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         y_va = np.array([i.label for i in val_items])
         files = [f for folder in args.rendered for f in sorted(folder.glob("*.npz")) if not f.name.endswith(".tmp.npz")]
         if args.volumes:
-            from CovidCTScreenLib.volume_datasets import read_studies
+            from CovidCTScreenLib.input.volume_datasets import read_studies
 
             from .volumes import render_studies  # needs SimpleITK unless every study is rendered already
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             if not main_rank:
                 return
             if args.progress_lines:
-                from CovidCTScreenLib.process_runner import format_progress, format_status
+                from CovidCTScreenLib.app.process_runner import format_progress, format_status
 
                 status = {"phase": rep.phase, "epoch": rep.epoch, "epochs": rep.epochs,
                           "loss": round(rep.train_loss, 4), "seconds": round(rep.seconds, 1)}
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {pkg.path}: val AUC {v['auc']:.3f}, F1 {v['f1']:.3f}, accuracy {v['accuracy']:.3f} "
               f"(best epoch {result.best_epoch})")
         if args.progress_lines:
-            from CovidCTScreenLib.process_runner import format_status
+            from CovidCTScreenLib.app.process_runner import format_status
 
             print(format_status({"final": {"auc": v["auc"], "f1": v["f1"], "accuracy": v["accuracy"],
                                            "best_epoch": result.best_epoch}}))

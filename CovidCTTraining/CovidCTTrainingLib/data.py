@@ -1,6 +1,6 @@
 """COVID-CT's official patient-level splits as labelled slice lists, labelled HU studies rendered to slice arrays
 (``volumes.render_studies``), and unlabelled image folders (e.g. Inf-Net's unlabelled slices). Generic labelled
-image sets: ``CovidCTScreenLib.datasets``; rendering HU volumes: ``volumes.py``.
+image sets: ``CovidCTScreenLib.input.datasets``; rendering HU volumes: ``volumes.py``.
 
 No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-image only.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from CovidCTScreenLib.datasets import IMAGE_SUFFIXES, Item, load_images
+from CovidCTScreenLib.input.datasets import IMAGE_SUFFIXES, Item, load_images
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.preprocess import INPUT_SIZE
+from CovidCTScreenLib.input.preprocess import INPUT_SIZE
 
 COVID_CT_LABELS = ["NonCOVID", "COVID"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from CovidCTScreenLib import __version__
-from CovidCTScreenLib.calibration import softmax
-from CovidCTScreenLib.metrics import binary_metrics, bootstrap_ci, youden_threshold
-from CovidCTScreenLib.model_package import SLICE_CLASSIFICATION, ModelPackage, save_package
-from CovidCTScreenLib.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
+from CovidCTScreenLib.models.calibration import softmax
+from CovidCTScreenLib.evaluation.metrics import binary_metrics, bootstrap_ci, youden_threshold
+from CovidCTScreenLib.models.model_package import SLICE_CLASSIFICATION, ModelPackage, save_package
+from CovidCTScreenLib.input.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
 
 from .calibrate import fit_temperature
 from .methods import DESCRIPTIONS

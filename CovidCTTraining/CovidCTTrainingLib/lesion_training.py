@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.lesion_seg import ARCHITECTURE, EFFNET_UNET, LESION_LABELS, build_lesion_network, labels_at
-from CovidCTScreenLib.metrics import bootstrap_cis, dice, iou
-from CovidCTScreenLib.preprocess import prepare_image
+from CovidCTScreenLib.lesions.lesion_seg import ARCHITECTURE, EFFNET_UNET, LESION_LABELS, build_lesion_network, labels_at
+from CovidCTScreenLib.evaluation.metrics import bootstrap_cis, dice, iou
+from CovidCTScreenLib.input.preprocess import prepare_image
 
 CLASS_NAMES = {1: "ggo", 2: "consolidation"}
 IGNORE = 255  # pseudo-label value of pixels the teacher is unsure of

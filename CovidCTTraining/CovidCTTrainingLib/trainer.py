@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from CovidCTScreenLib.errors import Cancelled
-from CovidCTScreenLib.inference import predict_logits, select_device
-from CovidCTScreenLib.metrics import binary_metrics
-from CovidCTScreenLib.networks import HEADS, build_network, load_imagenet_weights
+from CovidCTScreenLib.models.inference import predict_logits, select_device
+from CovidCTScreenLib.evaluation.metrics import binary_metrics
+from CovidCTScreenLib.models.networks import HEADS, build_network, load_imagenet_weights
 
 from . import distributed
 from .losses import training_loss
@@ -153,7 +153,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
 
 
 def _load_package_weights(net: torch.nn.Module, package: str, num_classes: int) -> None:
-    from CovidCTScreenLib.model_package import load_package
+    from CovidCTScreenLib.models.model_package import load_package
 
     pkg = load_package(package)
     if len(pkg.labels) != num_classes:

@@ -1,7 +1,7 @@
 """Training slices from CT volumes in Hounsfield units (DICOM series, NIfTI, NRRD, ...).
 
 The slices are those the screening pipeline scores, rendered exactly as it renders them: inside the 3D lung mask,
-cropped to the lung box and mapped through the lung window (``CovidCTScreenLib.inference.lung_slices``).
+cropped to the lung box and mapped through the lung window (``CovidCTScreenLib.models.inference.lung_slices``).
 Rendering needs SimpleITK; labelled studies are rendered once into a cache folder of ``.npz`` files
 (``render_studies``) that the 2D training path reads with numpy only (``data.rendered_slices``).
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from CovidCTScreenLib.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
+from CovidCTScreenLib.input.preprocess import CROP_MARGIN, INPUT_SIZE, LUNG_WINDOW
 
 RENDER_VERSION = 1  # bump when the rendering changes, so stale caches are not used
 
@@ -41,9 +41,9 @@ def cache_file(cache: Path, study, size: int) -> Path:
 
 def render_study(study, size: int = INPUT_SIZE) -> dict:
     """The lung slices of one labelled study as model inputs, with their slice index, label and target."""
-    from CovidCTScreenLib.inference import lung_slices
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.models.inference import lung_slices
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     volume = load_ct(study.path)
     slices = lung_slices(volume.hu, lung_mask(volume.hu, volume.spacing).lungs, volume.spacing, size)
@@ -73,9 +73,9 @@ def render_studies(studies, cache: str | Path, size: int = INPUT_SIZE, log=print
 
 def volume_lung_slices(paths: list[str | Path], size: int = INPUT_SIZE) -> tuple[np.ndarray, list[str]]:
     """(N, size, size) lung slices of unlabelled volumes, and one line per volume saying how many it gave."""
-    from CovidCTScreenLib.inference import lung_slices
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.models.inference import lung_slices
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     images, notes = [], []
     for path in paths:

@@ -52,28 +52,28 @@ def mini_class_folder(root: Path, per_class: int) -> Path:
 
 @pytest.fixture(scope="session")
 def dicom_ct():
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     return load_ct(DICOM_SERIES)
 
 
 @pytest.fixture(scope="session")
 def nifti_ct():
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     return load_ct(NIFTI_CT)
 
 
 @pytest.fixture(scope="session")
 def dicom_mask(dicom_ct):
-    from CovidCTScreenLib.lung_mask import lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
 
     return lung_mask(dicom_ct.hu, dicom_ct.spacing)
 
 
 @pytest.fixture(scope="session")
 def nifti_mask(nifti_ct):
-    from CovidCTScreenLib.lung_mask import lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
 
     return lung_mask(nifti_ct.hu, nifti_ct.spacing)
 
@@ -81,14 +81,14 @@ def nifti_mask(nifti_ct):
 @pytest.fixture(scope="session")
 def normal_ct():
     """normal002 of COVID-CT-MD: a complete normal chest CT in HU (2 mm, upper abdomen included)."""
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     return load_ct(NORMAL_CT)
 
 
 @pytest.fixture(scope="session")
 def normal_mask(normal_ct):
-    from CovidCTScreenLib.lung_mask import lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
 
     return lung_mask(normal_ct.hu, normal_ct.spacing)
 
@@ -96,14 +96,14 @@ def normal_mask(normal_ct):
 @pytest.fixture(scope="session")
 def covid19_ct():
     """P002 of COVID-CT-MD: COVID-19, ground glass and consolidation in both lower lobes."""
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     return load_ct(COVID19_CT)
 
 
 @pytest.fixture(scope="session")
 def covid19_mask(covid19_ct):
-    from CovidCTScreenLib.lung_mask import lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
 
     return lung_mask(covid19_ct.hu, covid19_ct.spacing)
 

@@ -1,4 +1,4 @@
-"""covidct-batch (CovidCTScreenLib.batch; scripts/batch_screen.py is its headless-Slicer launcher): every study
+"""covidct-batch (CovidCTScreenLib.app.batch; scripts/batch_screen.py is its headless-Slicer launcher): every study
 of a folder, one report each, summary.csv with a low-confidence column, bad studies recorded."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from conftest import DICOM_SERIES, REPO, SAMPLE_CT
 
-from CovidCTScreenLib import batch
+from CovidCTScreenLib.app import batch
 
 SCRIPT = REPO / "scripts" / "batch_screen.py"
 
@@ -61,4 +61,4 @@ def test_entry_point_declared():
     import tomllib
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["covidct-batch"] == "CovidCTScreenLib.batch:main"
+    assert scripts["covidct-batch"] == "CovidCTScreenLib.app.batch:main"

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from CovidCTScreenLib.distribution import MIN_ZONE_PCT, distribution, peripheral_region, zone_of_slices, zone_score
-from CovidCTScreenLib.verdict import CATEGORIES, category_from_report, study_category
+from CovidCTScreenLib.lesions.distribution import MIN_ZONE_PCT, distribution, peripheral_region, zone_of_slices, zone_score
+from CovidCTScreenLib.screening.verdict import CATEGORIES, category_from_report, study_category
 
 SPACING = (1.0, 1.0, 2.0)
 

@@ -14,10 +14,10 @@ import pytest
 from conftest import COVID_CT, DATA, DICOM_SERIES, NIFTI_CT, mini_class_folder, tree_digest
 
 from CovidCTScreenLib.errors import Cancelled, InputError
-from CovidCTScreenLib.evaluate import binary_section, detect_data, evaluate, evaluate_to_folder
-from CovidCTScreenLib.evaluate_segmentation import segmentation_section
-from CovidCTScreenLib.metrics import calibration_bins, overlap_metrics, roc_auc
-from CovidCTScreenLib.model_package import load_package
+from CovidCTScreenLib.evaluation.evaluate import binary_section, detect_data, evaluate, evaluate_to_folder
+from CovidCTScreenLib.evaluation.evaluate_segmentation import segmentation_section
+from CovidCTScreenLib.evaluation.metrics import calibration_bins, overlap_metrics, roc_auc
+from CovidCTScreenLib.models.model_package import load_package
 
 INFNET_MULTICLASS = DATA / "infnet-semiseg" / "multiclass"
 
@@ -76,7 +76,7 @@ def test_perfect_and_constant_predictors_on_real_val_labels(val_csv):
 
 
 def test_perfect_segmentation_on_real_infnet_masks():
-    from CovidCTScreenLib.datasets import read_lesion_mask, segmentation_pairs
+    from CovidCTScreenLib.input.datasets import read_lesion_mask, segmentation_pairs
 
     truths = [read_lesion_mask(m) for _, m in segmentation_pairs(INFNET_MULTICLASS)]
     assert {v for t in truths for v in np.unique(t)} == {0, 1, 2}
@@ -92,7 +92,7 @@ def test_operating_point_between_val_scores(val_run):
     """The shipped threshold was exactly one val image's score (0.7665035), so float rounding flipped that image
     and the card's sensitivity (0.65) came back as 0.633. It now lies midway between two val scores: every val
     decision survives noise far larger than float rounding."""
-    from CovidCTScreenLib.metrics import between_scores, binary_metrics
+    from CovidCTScreenLib.evaluation.metrics import between_scores, binary_metrics
 
     result, _ = val_run
     card = load_package().card
@@ -190,7 +190,7 @@ def test_class_folder_input_and_input_untouched(tmp_path):
 
 def test_worker_evaluates_with_progress_and_cancels(tmp_path):
     """The out-of-process worker the Slicer module runs: progress lines, results folder; cancel leaves nothing."""
-    from CovidCTScreenLib import worker
+    from CovidCTScreenLib.app import worker
 
     data = mini_class_folder(tmp_path / "set", 3)
     events = []
@@ -251,10 +251,10 @@ def test_cli_exit_codes(tmp_path):
     """One line and exit 2 on bad input; an existing non-empty output folder is not overwritten."""
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("x")
-    run = subprocess.run([sys.executable, "-m", "CovidCTScreenLib.evaluate_cli", str(tmp_path / "nothing"),
+    run = subprocess.run([sys.executable, "-m", "CovidCTScreenLib.app.evaluate_cli", str(tmp_path / "nothing"),
                           "--out", str(tmp_path / "o2"), "--quiet"], capture_output=True, text=True)
     assert run.returncode == 2 and "does not exist" in run.stderr and not (tmp_path / "o2").exists()
-    run = subprocess.run([sys.executable, "-m", "CovidCTScreenLib.evaluate_cli", str(INFNET_MULTICLASS),
+    run = subprocess.run([sys.executable, "-m", "CovidCTScreenLib.app.evaluate_cli", str(INFNET_MULTICLASS),
                           "--out", str(tmp_path / "out"), "--quiet"], capture_output=True, text=True)
     assert run.returncode == 2 and "not empty" in run.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]

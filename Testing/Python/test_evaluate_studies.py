@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 from conftest import DATA
-from CovidCTScreenLib.evaluate import evaluate_to_folder
-from CovidCTScreenLib.evaluate_studies import SLICE_SCORES, slice_auc
+from CovidCTScreenLib.evaluation.evaluate import evaluate_to_folder
+from CovidCTScreenLib.evaluation.evaluate_studies import SLICE_SCORES, slice_auc
 
 MD = DATA / "covid-ct-md"
 CAP = MD / "Cap subjects" / "cap002"
@@ -59,7 +59,7 @@ def test_cap_volume_with_slice_labels(tmp_path):
 
 def test_lung_level_against_lobe_labels():
     """Per lung: labelled vs measured involvement and the per-slice AUC of each lesion method."""
-    from CovidCTScreenLib.evaluate_studies import lung_level
+    from CovidCTScreenLib.evaluation.evaluate_studies import lung_level
 
     y_left = np.r_[np.zeros(20, np.int8), np.ones(20, np.int8)]
     lesion_left = y_left * 5.0 + np.linspace(0, 1, 40)

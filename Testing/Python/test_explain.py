@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from CovidCTScreenLib.errors import Cancelled
-from CovidCTScreenLib.explain import resize_map, to_volume
-from CovidCTScreenLib.inference import calibrated_probabilities, predict_logits, probabilities_and_gradcam
-from CovidCTScreenLib.model_package import load_package
-from CovidCTScreenLib.networks import gradcam_layer
-from CovidCTScreenLib.preprocess import prepare_image
+from CovidCTScreenLib.models.explain import resize_map, to_volume
+from CovidCTScreenLib.models.inference import calibrated_probabilities, predict_logits, probabilities_and_gradcam
+from CovidCTScreenLib.models.model_package import load_package
+from CovidCTScreenLib.models.networks import gradcam_layer
+from CovidCTScreenLib.input.preprocess import prepare_image
 
 from conftest import COVID_CT
 

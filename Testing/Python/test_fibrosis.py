@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from conftest import COVID_HU
-from CovidCTScreenLib.fibrosis import detect_streaks
+from CovidCTScreenLib.lesions.fibrosis import detect_streaks
 
 SPACING = (0.7, 0.7, 1.0)
 
@@ -58,8 +58,8 @@ def test_single_slice_finds_line_not_blob():
 
 
 def test_real_slice_runs_and_reports():
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import read_dicom_slice
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import read_dicom_slice
 
     hu, spacing = read_dicom_slice(COVID_HU / "A098752_19010127-128.dcm")
     mask = lung_mask(hu, spacing)

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 import gradcam_faithfulness as gf  # noqa: E402
 
-from CovidCTScreenLib.model_package import load_package  # noqa: E402
+from CovidCTScreenLib.models.model_package import load_package  # noqa: E402
 
 
 @pytest.fixture(scope="module")

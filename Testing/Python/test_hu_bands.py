@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import COVID_HU
-from CovidCTScreenLib.hu_bands import CONSOLIDATION, GGO, hu_band_extent
+from CovidCTScreenLib.lesions.hu_bands import CONSOLIDATION, GGO, hu_band_extent
 
 SPACING = (0.8, 0.8, 2.0)
 
@@ -64,8 +64,8 @@ def test_single_slice_matches_volume_slice():
 
 
 def test_real_covid_slice_has_ggo():
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import read_dicom_slice
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import read_dicom_slice
 
     hu, spacing = read_dicom_slice(COVID_HU / "A002304_19010112-135.dcm")  # bilateral GGO (data README)
     mask = lung_mask(hu, spacing)
@@ -89,7 +89,7 @@ def test_covid_ct_extent_tracks_slice_labels(covid19_ct, covid19_mask):
     infected slices above the others."""
     from conftest import infected_slices
 
-    from CovidCTScreenLib.metrics import roc_auc
+    from CovidCTScreenLib.evaluation.metrics import roc_auc
 
     res = hu_band_extent(covid19_ct.hu, covid19_mask, covid19_ct.spacing)
     assert res.totals["both"]["ggo_pct"] > 3.0

@@ -32,8 +32,8 @@ def test_intensity_augment_is_seeded_and_stays_in_range():
 
 
 def test_fine_tune_from_package_keeps_frozen_blocks(tmp_path):
-    from CovidCTScreenLib.datasets import load_images
-    from CovidCTScreenLib.model_package import load_package
+    from CovidCTScreenLib.input.datasets import load_images
+    from CovidCTScreenLib.models.model_package import load_package
     from CovidCTTrainingLib.data import covid_ct_split
     from CovidCTTrainingLib.trainer import TrainConfig, train
 

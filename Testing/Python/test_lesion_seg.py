@@ -12,7 +12,7 @@ import pytest
 from conftest import COVID_HU, DATA
 
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.metrics import dice, iou
+from CovidCTScreenLib.evaluation.metrics import dice, iou
 
 INFNET = DATA / "infnet-semiseg"
 HU_SLICE = COVID_HU / "A002304_19010112-135.dcm"  # bilateral GGO (data README)
@@ -34,22 +34,22 @@ def test_dice_iou_known_values():
 
 @pytest.fixture(scope="module")
 def model():
-    from CovidCTScreenLib.lesion_seg import load_lesion_model
+    from CovidCTScreenLib.lesions.lesion_seg import load_lesion_model
 
     return load_lesion_model("covidct-lesion-effunet-v2")
 
 
 @pytest.fixture(scope="module")
 def hu_slice():
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import read_dicom_slice
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import read_dicom_slice
 
     hu, spacing = read_dicom_slice(HU_SLICE)
     return hu, lung_mask(hu, spacing).lungs
 
 
 def test_v2_package_is_verified(model, tmp_path):
-    from CovidCTScreenLib.lesion_seg import EFFNET_UNET, load_lesion_model
+    from CovidCTScreenLib.lesions.lesion_seg import EFFNET_UNET, load_lesion_model
 
     card = model.package.card
     assert card["name"] == "covidct-lesion-effunet-v2" and card["network"]["architecture"] == EFFNET_UNET
@@ -92,7 +92,7 @@ def test_card_cv_figures_are_consistent(model):
 
 def test_labelled_infnet_slice_reaches_a_sane_dice(model):
     """A labelled Inf-Net slice (in the final model's training set): sane overlap, labels at the image size."""
-    from CovidCTScreenLib.lesion_seg import predict_image
+    from CovidCTScreenLib.lesions.lesion_seg import predict_image
     from CovidCTTrainingLib.lesion_training import load_multiclass, segmentation_scores
 
     s = next(s for s in load_multiclass(INFNET) if s.name == "3")
@@ -103,7 +103,7 @@ def test_labelled_infnet_slice_reaches_a_sane_dice(model):
 
 
 def test_hu_prediction_keeps_ct_geometry(model, hu_slice):
-    from CovidCTScreenLib.lesion_seg import predict_hu
+    from CovidCTScreenLib.lesions.lesion_seg import predict_hu
 
     hu, lungs = hu_slice
     labels = predict_hu(model, hu, lungs)
@@ -118,8 +118,8 @@ def test_thorax_framing(model, hu_slice):
     """HU slices are framed as Inf-Net's: one lung box (+ THORAX_MARGIN) for the whole volume, so the output does
     not depend on the field of view (padding the CT with air and table changes nothing) nor on the slice's own
     lung size (a small lung slice of the same volume keeps the volume's scale)."""
-    from CovidCTScreenLib.lesion_seg import THORAX_MARGIN, predict_hu, slice_boxes, thorax_box
-    from CovidCTScreenLib.preprocess import lung_box
+    from CovidCTScreenLib.lesions.lesion_seg import THORAX_MARGIN, predict_hu, slice_boxes, thorax_box
+    from CovidCTScreenLib.input.preprocess import lung_box
 
     hu, lungs = hu_slice
     labels = predict_hu(model, hu, lungs)
@@ -137,7 +137,7 @@ def test_thorax_framing(model, hu_slice):
 
 
 def test_tiny_training_run_is_seeded(tmp_path):
-    from CovidCTScreenLib.model_package import load_package, save_package
+    from CovidCTScreenLib.models.model_package import load_package, save_package
     from CovidCTTrainingLib.lesion_training import (LesionConfig, kfold_by_slice, load_multiclass, prepare_image,
                                                     pseudo_labels, resize_mask, train)
 
@@ -158,7 +158,7 @@ def test_tiny_training_run_is_seeded(tmp_path):
     card = {"name": "tiny", "task": "lesion-segmentation", "labels": ["background", "ggo", "consolidation"],
             "network": cfg.network_spec(), "input": {"size": 64, "framing": "thorax"}}
     save_package(tmp_path / "tiny", student["state_dict"], card)
-    from CovidCTScreenLib.lesion_seg import load_lesion_model, predict_image
+    from CovidCTScreenLib.lesions.lesion_seg import load_lesion_model, predict_image
 
     m = load_lesion_model(tmp_path / "tiny")
     assert m.package.card["weights_sha256"] == load_package(tmp_path / "tiny").card["weights_sha256"]

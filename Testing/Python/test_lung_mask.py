@@ -7,8 +7,8 @@ import pytest
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
-from CovidCTScreenLib.lung_mask import CLOSING_MM, LEFT, RIGHT, airway_mask, lung_mask
-from CovidCTScreenLib.volume_io import read_dicom_slice
+from CovidCTScreenLib.lungs.lung_mask import CLOSING_MM, LEFT, RIGHT, airway_mask, lung_mask
+from CovidCTScreenLib.input.volume_io import read_dicom_slice
 
 from conftest import COVID_HU
 
@@ -255,7 +255,7 @@ def _write_like(ct, array, path, **meta):
 def test_user_label_map_binary_and_segments(nifti_ct, nifti_mask, tmp_path):
     """A mask the user has: our label map as is, a binary mask split into the same sides, and a segmentation with
     TotalSegmentator-style lobe names (other segments ignored); the source is recorded for the report."""
-    from CovidCTScreenLib.lung_mask import read_lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import read_lung_mask
 
     labels = nifti_mask.labels
     got = read_lung_mask(_write_like(nifti_ct, labels, tmp_path / "lungs.nrrd"), nifti_ct)
@@ -281,7 +281,7 @@ def test_user_mask_on_another_grid_refused_or_placed(nifti_ct, nifti_mask, tmp_p
     import SimpleITK as sitk
 
     from CovidCTScreenLib.errors import InputError
-    from CovidCTScreenLib.lung_mask import read_lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import read_lung_mask
 
     img = nifti_ct.like(nifti_mask.labels)
     img.SetSpacing((1.0, 1.0, 5.0))

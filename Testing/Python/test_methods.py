@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from CovidCTScreenLib.errors import Cancelled
-from CovidCTScreenLib.inference import calibrated_probabilities, lung_slices
-from CovidCTScreenLib.model_package import load_package
-from CovidCTScreenLib.networks import HEADS, build_network
+from CovidCTScreenLib.models.inference import calibrated_probabilities, lung_slices
+from CovidCTScreenLib.models.model_package import load_package
+from CovidCTScreenLib.models.networks import HEADS, build_network
 from CovidCTTrainingLib.cli import main
 from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split, load_images, load_unlabelled_images
 from CovidCTTrainingLib.export import export_package

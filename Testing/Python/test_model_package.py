@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.preprocess import LUNG_WINDOW
-from CovidCTScreenLib.model_package import (CARD_NAME, DEFAULT_MODEL, MODELS_DIR, WEIGHTS_NAME, available_models,
+from CovidCTScreenLib.input.preprocess import LUNG_WINDOW
+from CovidCTScreenLib.models.model_package import (CARD_NAME, DEFAULT_MODEL, MODELS_DIR, WEIGHTS_NAME, available_models,
                                             load_package)
 
 from conftest import REPO
@@ -50,7 +50,7 @@ def test_card_is_typed_and_validated_at_load(tmp_path):
     """model.json is checked into a typed ModelCard at load: a task field, and every field the code runs on."""
     import json
 
-    from CovidCTScreenLib.model_package import LESION_SEGMENTATION, SLICE_CLASSIFICATION, ModelCard
+    from CovidCTScreenLib.models.model_package import LESION_SEGMENTATION, SLICE_CLASSIFICATION, ModelCard
 
     classifier, lesions = load_package(), load_package("covidct-lesion-unet-v1")
     assert classifier.task == SLICE_CLASSIFICATION and lesions.task == LESION_SEGMENTATION
@@ -73,7 +73,7 @@ def test_card_is_typed_and_validated_at_load(tmp_path):
 
 
 def test_available_models_by_task():
-    from CovidCTScreenLib.model_package import LESION_SEGMENTATION, SLICE_CLASSIFICATION
+    from CovidCTScreenLib.models.model_package import LESION_SEGMENTATION, SLICE_CLASSIFICATION
 
     assert available_models(task=SLICE_CLASSIFICATION) == [DEFAULT_MODEL]
     assert available_models(task=LESION_SEGMENTATION) == ["covidct-lesion-effunet-v2", "covidct-lesion-unet-v1"]
@@ -83,7 +83,7 @@ def test_available_models_by_task():
 
 def test_one_card_renderer():
     """card_summary is the one text rendering of a card (CLI, both Slicer modules)."""
-    from CovidCTScreenLib.model_package import card_summary
+    from CovidCTScreenLib.models.model_package import card_summary
 
     lines = card_summary(load_package().card)
     assert lines[0].startswith(f"Model {DEFAULT_MODEL} (efficientnet-lite0)")

@@ -14,11 +14,11 @@ try:
 except (ImportError, AssertionError):  # never skipped: the MRML glue is part of the product
     pytest.fail("slicer-core (MRML from PyPI) is needed: pip install slicer-core", pytrace=False)
 
-from CovidCTScreenLib import mrml  # noqa: E402
-from CovidCTScreenLib.model_package import ModelPackage  # noqa: E402
-from CovidCTScreenLib.pipeline import ScreenResult  # noqa: E402
-from CovidCTScreenLib.verdict import study_verdict  # noqa: E402
-from CovidCTScreenLib.volume_io import CTVolume, load_ct  # noqa: E402
+from CovidCTScreenLib.slicer_glue import mrml  # noqa: E402
+from CovidCTScreenLib.models.model_package import ModelPackage  # noqa: E402
+from CovidCTScreenLib.screening.pipeline import ScreenResult  # noqa: E402
+from CovidCTScreenLib.screening.verdict import study_verdict  # noqa: E402
+from CovidCTScreenLib.input.volume_io import CTVolume, load_ct  # noqa: E402
 
 F = np.diag([-1.0, -1.0, 1.0])
 
@@ -164,6 +164,18 @@ def test_lung_segmentation_roundtrip(scene, dicom_ct, dicom_mask, tmp_path):
     assert "44029006" in tag
 
 
+def test_slicer_and_dicom_seg_codes_come_from_one_table():
+    """The Slicer segments' terminology strings and the DICOM SEG's coded concepts name the same codes."""
+    from CovidCTScreenLib.report.dicom_export import _codes
+
+    slicer_tags = {"right lung": mrml.LUNG_TERMINOLOGY[1], "left lung": mrml.LUNG_TERMINOLOGY[2],
+                   "ggo": mrml.LESION_SEGMENTS[1][3], "consolidation": mrml.LESION_SEGMENTS[2][3]}
+    for key, (category, kind, region) in _codes().items():
+        fields = slicer_tags[key].split("~")
+        written = [f"{c.scheme_designator}^{c.value}^{c.meaning}" if c else "^^" for c in (category, kind, region)]
+        assert [fields[1], fields[2], fields[5]] == written, key
+
+
 def test_one_lung_still_gives_both_segments(scene, dicom_ct, dicom_mask):
     labels = np.where(dicom_mask.labels == 2, 2, 0).astype(np.uint8)
     ct_node = mrml.ct_volume_to_node(dicom_ct, "ct", scene)
@@ -243,7 +255,7 @@ def _fake_result(ct, mask) -> ScreenResult:
 
 
 def test_load_report_folder_all_or_nothing(scene, dicom_ct, dicom_mask, tmp_path):
-    from CovidCTScreenLib.report import write_report
+    from CovidCTScreenLib.report.report import write_report
 
     result = _fake_result(dicom_ct, dicom_mask)
     out = write_report(result, tmp_path / "report")
@@ -293,8 +305,8 @@ def test_result_nodes_survive_scene_save(scene, dicom_ct, tmp_path):
 def test_lesion_segments_from_a_report_with_manifestations(scene, dicom_ct, dicom_mask, tmp_path):
     """GGO and consolidation come into Slicer as separate, editable segments with standard terminology (DICOM
     112120 ground glass opacity, SNOMED CT 95436008 lung consolidation), on the CT's grid, for both methods."""
-    from CovidCTScreenLib.manifestations import measure
-    from CovidCTScreenLib.report import write_report
+    from CovidCTScreenLib.lesions.manifestations import measure
+    from CovidCTScreenLib.report.report import write_report
 
     result = _fake_result(dicom_ct, dicom_mask)
     result.manifestations = measure(dicom_ct, dicom_mask)
@@ -319,7 +331,7 @@ def test_existing_lung_segmentation_as_lung_mask(scene, dicom_ct, dicom_mask, tm
     """A lung segmentation the user has (TotalSegmentator lobe names, plus a non-lung segment) becomes the worker's
     --lung-mask file: 1 right, 2 left on the CT grid, read back by read_lung_mask with the node's name."""
     from CovidCTScreenLib.errors import InputError
-    from CovidCTScreenLib.lung_mask import read_lung_mask
+    from CovidCTScreenLib.lungs.lung_mask import read_lung_mask
 
     ct_node = mrml.ct_volume_to_node(dicom_ct, "ct", scene)
     labels = dicom_mask.labels

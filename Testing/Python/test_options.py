@@ -1,4 +1,4 @@
-"""One definition of the screening options (CovidCTScreenLib.options) behind covidct-screen, the worker,
+"""One definition of the screening options (CovidCTScreenLib.app.options) behind covidct-screen, the worker,
 covidct-batch and the Slicer parameter node."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import ast
 import pytest
 from conftest import REPO
 
-from CovidCTScreenLib import batch, cli, worker
-from CovidCTScreenLib.options import SCREEN_OPTION_DEFAULTS, ScreenOptions
+from CovidCTScreenLib.app import batch, cli, worker
+from CovidCTScreenLib.app.options import SCREEN_OPTION_DEFAULTS, ScreenOptions
 
 PARSERS = {"covidct-screen": (cli.build_parser, ["ct.nrrd", "--out", "o"]),
            "worker": (worker.build_parser, ["ct.nrrd", "o"]),
@@ -39,4 +39,7 @@ def test_slicer_parameter_node_defaults_come_from_the_definition():
     defaults = {s.target.id: ast.unparse(s.value) for s in node.body if isinstance(s, ast.AnnAssign) and s.value}
     for field, option in (("device", "device"), ("computeHeatmap", "heatmap"), ("computeLesions", "lesions")):
         assert defaults[field] == f"SCREEN_OPTION_DEFAULTS[{option!r}]"
+    # model / lesion_model None in the options means these defaults: the node names them (its combo boxes show them)
+    assert defaults["model"] == "model_package.DEFAULT_MODEL"
+    assert defaults["lesionModel"] == "lesion_seg.DEFAULT_LESION_MODEL"
     assert set(SCREEN_OPTION_DEFAULTS) == {"model", "device", "batch_size", "heatmap", "lesions", "lesion_model"}

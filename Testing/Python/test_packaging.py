@@ -44,21 +44,21 @@ def test_wheel_holds_the_models_and_finds_them_installed(tmp_path):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         for rel, path in shipped.items():
-            member = f"CovidCTScreenLib/models/{rel}"
+            member = f"CovidCTScreenLib/models/shipped/{rel}"
             assert member in names, member
             assert hashlib.sha256(z.read(member)).digest() == hashlib.sha256(path.read_bytes()).digest()
-        assert "covidct-batch = CovidCTScreenLib.batch:main" in z.read(
+        assert "covidct-batch = CovidCTScreenLib.app.batch:main" in z.read(
             next(n for n in names if n.endswith("entry_points.txt"))).decode()
     target = tmp_path / "site"
     run = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                           str(wheel)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    code = ("import CovidCTScreenLib.model_package as m; p = m.load_package(); "
+    code = ("import CovidCTScreenLib.models.model_package as m; p = m.load_package(); "
             "print(m.MODELS_DIR); print(p.path); print(','.join(m.available_models()))")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "COVIDCT_MODELS_DIR")}
     env["PYTHONPATH"] = str(target)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     models_dir, package_path, names = run.stdout.split("\n")[:3]
-    assert models_dir == str(target / "CovidCTScreenLib" / "models")
+    assert models_dir == str(target / "CovidCTScreenLib" / "models" / "shipped")
     assert package_path.startswith(models_dir) and names.split(",") == sorted({r.split("/")[0] for r in shipped})

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from CovidCTScreenLib.model_package import DEFAULT_MODEL, load_package
-from CovidCTScreenLib.pipeline import screen_to_folder
-from CovidCTScreenLib.report import SCHEMA_VERSION
+from CovidCTScreenLib.models.model_package import DEFAULT_MODEL, load_package
+from CovidCTScreenLib.screening.pipeline import screen_to_folder
+from CovidCTScreenLib.report.report import SCHEMA_VERSION
 
 from conftest import DICOM_SERIES, SAMPLE_CT, tree_digest
 
@@ -84,9 +84,9 @@ def test_heatmap_file_points_where_the_raw_cam_is_high(report_dir):
     import torch
     from monai.visualize import GradCAM
 
-    from CovidCTScreenLib.inference import lung_slices
-    from CovidCTScreenLib.networks import gradcam_layer
-    from CovidCTScreenLib.explain import resize_map
+    from CovidCTScreenLib.models.inference import lung_slices
+    from CovidCTScreenLib.models.networks import gradcam_layer
+    from CovidCTScreenLib.models.explain import resize_map
 
     out, result = report_dir
     heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd")))
@@ -103,7 +103,7 @@ def test_heatmap_file_points_where_the_raw_cam_is_high(report_dir):
 
 
 def test_cli_ok_and_refusals(tmp_path):
-    exe = [sys.executable, "-m", "CovidCTScreenLib.cli"]
+    exe = [sys.executable, "-m", "CovidCTScreenLib.app.cli"]
     ok = subprocess.run(exe + [str(SAMPLE_CT), "--out", str(tmp_path / "r"), "--device", "cpu", "--quiet",
                                "--no-heatmap"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
@@ -164,7 +164,7 @@ def test_user_lung_mask_cli_and_api(report_dir, tmp_path):
     mask_img = sitk.ReadImage(str(out / "lung_mask.nrrd"))
     binary = sitk.Cast(mask_img > 0, sitk.sitkUInt8)
     sitk.WriteImage(binary, str(tmp_path / "my lungs.nii.gz"))
-    exe = [sys.executable, "-m", "CovidCTScreenLib.cli"]
+    exe = [sys.executable, "-m", "CovidCTScreenLib.app.cli"]
     ok = subprocess.run(exe + [str(SAMPLE_CT), "--out", str(tmp_path / "r"), "--device", "cpu", "--quiet",
                                "--no-heatmap", "--no-lesions", "--lung-mask", str(tmp_path / "my lungs.nii.gz")],
                         capture_output=True, text=True)
@@ -181,7 +181,7 @@ def test_user_lung_mask_cli_and_api(report_dir, tmp_path):
     errors = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and len(errors) == 1 and "not on the CT grid" in errors[0], bad.stderr
     assert not (tmp_path / "bad").exists()
-    from CovidCTScreenLib.lung_mask import LungMask
+    from CovidCTScreenLib.lungs.lung_mask import LungMask
 
     given = LungMask(labels=result.mask.labels, body=result.mask.body, source={"source": "Slicer segmentation x",
                                                                                "method": "test"})

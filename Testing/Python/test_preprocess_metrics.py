@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from CovidCTScreenLib.calibration import softmax
-from CovidCTScreenLib.metrics import binary_metrics, roc_auc, youden_threshold
-from CovidCTScreenLib.preprocess import (INPUT_SIZE, LUNG_WINDOW, image_to_unit, lung_box, prepare_hu_slice,
+from CovidCTScreenLib.models.calibration import softmax
+from CovidCTScreenLib.evaluation.metrics import binary_metrics, roc_auc, youden_threshold
+from CovidCTScreenLib.input.preprocess import (INPUT_SIZE, LUNG_WINDOW, image_to_unit, lung_box, prepare_hu_slice,
                                          prepare_image, window_hu)
-from CovidCTScreenLib.volume_io import read_dicom_slice
+from CovidCTScreenLib.input.volume_io import read_dicom_slice
 
 from conftest import COVID_CT, COVID_HU
 
@@ -73,7 +73,7 @@ def test_softmax_temperature():
 
 
 def test_bootstrap_ci_contains_estimate_and_groups_matter():
-    from CovidCTScreenLib.metrics import bootstrap_ci
+    from CovidCTScreenLib.evaluation.metrics import bootstrap_ci
 
     rng = np.random.default_rng(1)
     y = np.repeat([0, 1] * 10, 5)  # 20 patients of 5 correlated slices each
@@ -89,7 +89,7 @@ def test_bootstrap_ci_contains_estimate_and_groups_matter():
 def test_verdict_flags_low_confidence_near_the_rule():
     """A study whose positive-slice fraction sits near the 5 % rule, or with few lung slices, is flagged for
     careful reading; a clearly negative or clearly positive study is not."""
-    from CovidCTScreenLib.verdict import study_verdict
+    from CovidCTScreenLib.screening.verdict import study_verdict
 
     k = np.arange(60)
     clear_neg = study_verdict(k, np.full(60, 0.1), 0.5, 0.05)

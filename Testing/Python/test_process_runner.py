@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, load_slicer_module
 
-from CovidCTScreenLib import process_runner
-from CovidCTScreenLib.process_runner import Callbacks, format_progress, format_status, parse_line
+from CovidCTScreenLib.app import process_runner
+from CovidCTScreenLib.app.process_runner import Callbacks, format_progress, format_status, parse_line
 
 
 def test_protocol_round_trip():

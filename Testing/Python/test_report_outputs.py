@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.volume_io import list_series, load_ct
+from CovidCTScreenLib.input.volume_io import list_series, load_ct
 
 from conftest import DATA, DICOM_SERIES, tree_digest
 
@@ -78,7 +78,7 @@ def test_single_slice_series_beside_a_ct_is_not_chosen(tmp_path):
 
 def test_instance_numbers_follow_the_headers(dicom_ct):
     """Slice k of the LPS volume carries the InstanceNumber of the file at its z (the viewer's 'Im' number)."""
-    from CovidCTScreenLib.report import slice_name, slice_z_mm
+    from CovidCTScreenLib.report.report import slice_name, slice_z_mm
 
     by_z = {round(float(h.ImagePositionPatient[2]), 2): int(h.InstanceNumber) for h in _headers(DICOM_SERIES)}
     for k in range(dicom_ct.shape[0]):
@@ -115,7 +115,7 @@ class TestDicomStudy:
     def run(self, two_series, tmp_path_factory):
         out = tmp_path_factory.mktemp("report") / "r"
         before = tree_digest(DICOM_SERIES)
-        proc = subprocess.run([sys.executable, "-m", "CovidCTScreenLib.cli", str(two_series), "--out", str(out),
+        proc = subprocess.run([sys.executable, "-m", "CovidCTScreenLib.app.cli", str(two_series), "--out", str(out),
                                "--series", _uid(DICOM_SERIES), "--device", "cpu", "--quiet"],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
@@ -148,8 +148,8 @@ class TestDicomStudy:
         # chosen by evidence: more suspicious than the typical lung slice, and with more lesion than it
         probs = [s["probabilities"]["COVID-19"] for s in rep["slices"]]
         assert np.mean([k["probability"] for k in keys]) > np.median(probs)
-        lesion = [r["hu_bands"]["ggo_pct"] + r["hu_bands"]["consolidation_pct"]
-                  for r in rep["manifestations"]["per_slice_pct"]]
+        lead = rep["manifestations"]["lead_method"]  # the key slices show the lead method's lesion %
+        lesion = [s["lesions_pct_of_lung"][lead]["lesion_pct"] for s in rep["slices"]]
         assert np.mean([k["lesion_pct"] for k in keys]) > np.median(lesion)
 
     def test_pictures_full_resolution_one_heat_scale(self, run):
@@ -185,7 +185,7 @@ class TestDicomStudy:
     def test_html_renders_optional_keys(self, run, tmp_path):
         """Keys other helpers add (verdict category / evidence / reason, distribution, lung_mask) appear when
         present; absent, nothing fails (the run above has none of them)."""
-        from CovidCTScreenLib.report_html import render_html
+        from CovidCTScreenLib.report.report_html import render_html
 
         out, rep = run
         rep = json.loads(json.dumps(rep))
@@ -245,7 +245,7 @@ class TestDicomStudy:
 def test_sources_without_instance_uids_get_no_dicom_outputs():
     """The COVID-CT-MD sample was anonymised down to empty SOPInstanceUIDs: a SEG or SR could not reference it,
     so none is written and the report says why (write_dicom puts the reason in report.json and report.html)."""
-    from CovidCTScreenLib.dicom_export import unreferenceable
+    from CovidCTScreenLib.report.dicom_export import unreferenceable
 
     assert "empty SOPInstanceUIDs" in unreferenceable(_headers(JPEG_LOSSLESS))
     assert unreferenceable(_headers(DICOM_SERIES)) is None
@@ -258,7 +258,7 @@ def test_jpeg_lossless_series_gives_dicom_outputs(tmp_path):
     import highdicom as hd
     from pydicom.uid import generate_uid
 
-    from CovidCTScreenLib.pipeline import screen_to_folder
+    from CovidCTScreenLib.screening.pipeline import screen_to_folder
 
     src = tmp_path / "P002"
     src.mkdir()
@@ -292,7 +292,7 @@ def test_jpeg_lossless_series_gives_dicom_outputs(tmp_path):
 def test_series_rule_order():
     """SERIES_RULE on series as PACS exports hold them: scouts and non-axial series never win; thin beats thick;
     among thin series a lung kernel beats a soft one; then the thinnest, then the most images."""
-    from CovidCTScreenLib.volume_io import SeriesInfo, choose_series
+    from CovidCTScreenLib.input.volume_io import SeriesInfo, choose_series
 
     def series(uid, n, mm, kernel, image_type="ORIGINAL\\PRIMARY\\AXIAL", axial=True):
         return SeriesInfo(uid, uid, [f"{uid}{i}" for i in range(n)], uid, "CT", kernel, mm, 0.7, image_type, axial)
@@ -317,7 +317,7 @@ def test_dicom_export_failure_leaves_no_report(tmp_path, dicom_ct, dicom_mask):
 
     from test_mrml import _fake_result
 
-    from CovidCTScreenLib.report import write_report
+    from CovidCTScreenLib.report.report import write_report
 
     broken = tmp_path / "not_dicom.dcm"
     broken.write_bytes(b"not a DICOM file")

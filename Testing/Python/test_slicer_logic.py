@@ -26,27 +26,6 @@ def module(monkeypatch):
     return load_slicer_module(monkeypatch, REPO / "CovidCTScreen" / "CovidCTScreen.py")
 
 
-def test_help_text_reads_the_model_card(module, tmp_path):
-    card = tmp_path / "m"
-    card.mkdir()
-    (card / "model.json").write_text('{"name": "m", "architecture": "a", "task": "t", "training": {"train": "T1", '
-                                     '"method": "M"}, "validation": {"split": "V1", '
-                                     '"at_0.5": {"auc": 0.9, "f1": 0.8}}}')
-    html = module.modelCardSummary(str(card))
-    assert "T1" in html and "V1" in html and "auc 0.900" in html and "f1 0.800" in html
-    assert "not found" in module.modelCardSummary(str(tmp_path / "nothing"))
-
-
-def test_category_text_shows_category_reason_and_evidence(module):
-    verdict = {"category": "other pneumonia", "pattern": "atypical", "reason": "Consolidation predominates.",
-               "evidence": [{"finding": "dominant manifestation", "value": "consolidation",
-                             "points_to": "other pneumonia"}]}
-    html = module.categoryText(verdict)
-    assert "other pneumonia" in html and "Consolidation predominates." in html and "<li>dominant manifestation" in html
-    assert "not a probability" in html
-    assert module.categoryText({"category": None}) == ""
-
-
 def test_refuses_non_ct_without_adding_nodes(module, scene):
     from CovidCTScreenLib.errors import InputError
 
@@ -58,12 +37,85 @@ def test_refuses_non_ct_without_adding_nodes(module, scene):
     assert scene.GetNumberOfNodes() == before
 
 
+def test_lesion_model_choice_reaches_the_worker(module, scene):
+    """The lesion models offered are the shipped lesion-segmentation packages (by card task); the one chosen
+    goes to the worker as --lesion-model, which parses it back into the screening options."""
+    from CovidCTScreenLib.app import worker
+    from CovidCTScreenLib.app.options import ScreenOptions
+    from CovidCTScreenLib.input.volume_io import load_ct
+    from CovidCTScreenLib.lesions.lesion_seg import DEFAULT_LESION_MODEL
+    from CovidCTScreenLib.models import model_package
+    from CovidCTScreenLib.slicer_glue import mrml
+
+    node = mrml.ct_volume_to_node(load_ct(SAMPLE_CT), "sample", scene)
+    runs = []
+
+    class StoppedJob:
+        def wait(self):
+            return worker.EXIT_CANCELLED, "stopped by the test"
+
+    def runner(cmd, env, cancel_file, callbacks):
+        runs.append(cmd)
+        return StoppedJob()
+
+    logic = module.CovidCTScreenLogic(runner=runner)
+    offered = dict((ref, label) for label, ref in logic.availableLesionModels())
+    lesion_models = model_package.available_models(task=model_package.LESION_SEGMENTATION)
+    assert sorted(offered) == sorted(lesion_models) and len(lesion_models) >= 2
+    assert offered[DEFAULT_LESION_MODEL].endswith("(default)")
+    assert not set(offered) & set(model_package.available_models(task=model_package.SLICE_CLASSIFICATION))
+    other = next(m for m in lesion_models if m != DEFAULT_LESION_MODEL)
+    for choice, expected in ((other, other), (None, None)):
+        with pytest.raises(RuntimeError, match="Cancelled: stopped by the test"):
+            logic.process(node, device="cpu", lesionModel=choice)
+        cmd = runs[-1]
+        parsed = ScreenOptions.from_args(worker.build_parser().parse_args(cmd[3:]))
+        assert parsed.lesion_model == expected and parsed.lesions
+    assert not Path(cmd[4]).parent.exists()  # the cancelled run's work folder is gone
+
+
+def test_model_combo_helpers(module):
+    """The widget fills its two model combo boxes and selects a reference (a folder not listed is added)."""
+    class Combo:  # the few QComboBox calls the helpers make
+        def __init__(self):
+            self.items, self.currentIndex = [], -1
+
+        def blockSignals(self, block):
+            return False
+
+        def clear(self):
+            self.items = []
+
+        def addItem(self, label, ref):
+            self.items.append((label, ref))
+
+        def findData(self, ref):
+            return next((i for i, (_, r) in enumerate(self.items) if r == ref), -1)
+
+        @property
+        def count(self):
+            return len(self.items)
+
+        def setCurrentIndex(self, i):
+            self.currentIndex = i
+
+    combo = Combo()
+    module._fillCombo(combo, [("a (default)", "a"), ("b", "b")])
+    module._selectInCombo(combo, "b")
+    assert combo.currentIndex == 1
+    module._selectInCombo(combo, "/models/mine")
+    assert combo.items[-1] == ("mine (folder)", "/models/mine") and combo.currentIndex == 2
+    module._fillCombo(combo, [("a (default)", "a")])
+    module._selectInCombo(combo, "")
+    assert combo.items == [("a (default)", "a")] and combo.currentIndex == 0
+
+
 @pytest.mark.slow
 def test_process_sample_ct_blocking(module, scene, tmp_path):
     """Console use: process() blocks, returns nodes + report; input unchanged; override and export work."""
-    from CovidCTScreenLib import mrml
-    from CovidCTScreenLib.model_package import DEFAULT_MODEL
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.slicer_glue import mrml
+    from CovidCTScreenLib.models.model_package import DEFAULT_MODEL
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     digest = tree_digest(SAMPLE_CT)
     ct = load_ct(SAMPLE_CT)
@@ -81,6 +133,10 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     np.testing.assert_allclose(mrml.node_ijk_to_ras(result["heatmap"]), mrml.node_ijk_to_ras(node), atol=1e-6)
     assert comp.GetForegroundVolumeID() == result["heatmap"].GetID()
     assert result["table"].GetNumberOfRows() == len(report["slices"])
+    # per-slice lesion % of both methods in the table, drawn in the lesion chart (test_slice_scores.py checks values)
+    assert result["lesion_chart"].GetNumberOfPlotSeriesNodes() == 2
+    np.testing.assert_allclose(slicer.util.arrayFromTableColumn(result["table"], "lesion % (lesion UNet)"),
+                               [s["lesions_pct_of_lung"]["learned"]["lesion_pct"] for s in report["slices"]])
     assert not (tmp_path / "x").exists()
     # threshold override changes the displayed verdict, not the report; export records it beside the report
     strict = logic.verdict(result, 0.99)
@@ -98,9 +154,12 @@ def test_process_sample_ct_blocking(module, scene, tmp_path):
     # a second run can fill the same output nodes, and take an existing lung segmentation as its lung mask
     lungs_before = mrml.labels_from_segmentation(result["segmentation"], node)
     again = logic.process(node, device="cpu", heatmap=False, lungSegmentation=result["segmentation"],
+                          lesionModel="covidct-lesion-effunet-v2",
                           outputNodes={"segmentation": result["segmentation"], "table": result["table"],
                                        "chart": result["chart"]})
     assert again["report"]["lung_mask"]["source"] == f"Slicer segmentation {result['segmentation'].GetName()}"
+    assert "covidct-lesion-effunet-v2" in again["report"]["manifestations"]["learned"]["method"]
+    assert "covidct-lesion-unet-v1" in report["manifestations"]["learned"]["method"]  # the default
     np.testing.assert_array_equal(mrml.labels_from_segmentation(again["segmentation"], node), lungs_before)
     assert again["segmentation"] is result["segmentation"] and again["table"] is result["table"]
     assert again["heatmap"] is None and again["chart"].GetNumberOfPlotSeriesNodes() == 2

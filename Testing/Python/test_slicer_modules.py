@@ -19,10 +19,15 @@ MODULES = {"CovidCTScreen": REPO / "CovidCTScreen" / "CovidCTScreen.py",
            "CovidCTTraining": REPO / "CovidCTTraining" / "CovidCTTraining.py"}
 UI = {name: REPO / "Resources" / "UI" / f"{name}.ui" for name in MODULES}
 BATCH = REPO / "scripts" / "batch_screen.py"
-GLUE = [REPO / "CovidCTScreen" / "CovidCTScreenLib" / name for name in ("mrml.py", "worker.py")]
-LIGHT_LIB_MODULES = {"CovidCTScreenLib", "CovidCTScreenLib.errors", "CovidCTScreenLib.model_package",
-                     "CovidCTScreenLib.worker", "CovidCTScreenLib.verdict", "CovidCTScreenLib.mrml",
-                     "CovidCTScreenLib.process_runner", "CovidCTScreenLib.batch", "CovidCTScreenLib.options"}
+GLUE = [*sorted((REPO / "CovidCTScreen" / "CovidCTScreenLib" / "slicer_glue").glob("*.py")),
+        REPO / "CovidCTScreen" / "CovidCTScreenLib" / "app" / "worker.py"]
+LIGHT_LIB_MODULES = {"CovidCTScreenLib", "CovidCTScreenLib.errors", "CovidCTScreenLib.app", "CovidCTScreenLib.models",
+                     "CovidCTScreenLib.slicer_glue", "CovidCTScreenLib.models.model_package",
+                     "CovidCTScreenLib.app.worker", "CovidCTScreenLib.screening.verdict",
+                     "CovidCTScreenLib.slicer_glue.mrml", "CovidCTScreenLib.slicer_glue.texts",
+                     "CovidCTScreenLib.slicer_glue.requirements", "CovidCTScreenLib.app.process_runner",
+                     "CovidCTScreenLib.app.batch", "CovidCTScreenLib.app.options", "CovidCTScreenLib.lesions",
+                     "CovidCTScreenLib.lesions.lesion_seg"}
 SLICER_SIDE = {"slicer", "qt", "ctk", "vtk", "SampleData", "PyTorchUtils"}
 HEAVY = ("torch", "torchvision", "monai", "SimpleITK", "skimage", "matplotlib", "pydicom", "scipy",
          "efficientnet_lite_pytorch", "safetensors")
@@ -118,7 +123,7 @@ def test_bound_widgets_have_a_gui_connector(name):
 
 def test_screen_parameter_node_has_the_issue_fields():
     fields = _parameter_fields(_tree(MODULES["CovidCTScreen"]))
-    assert {"inputVolume", "model", "device", "sliceThreshold", "heatmapOpacity", "outputSegmentation",
+    assert {"inputVolume", "model", "lesionModel", "device", "sliceThreshold", "heatmapOpacity", "outputSegmentation",
             "outputHeatmap", "outputTable", "outputChart"} <= fields
 
 
@@ -167,9 +172,11 @@ def test_nothing_heavy_imported_at_module_import(path):
 
 
 def test_glue_imports_no_torch_under_plain_python():
-    """mrml, worker, model_package and the batch script import without torch / SimpleITK / matplotlib."""
+    """mrml, the glue texts, worker, model_package, lesion_seg and the batch script import without torch / SimpleITK / matplotlib."""
     code = ("import sys, importlib.util\n"
-            "import CovidCTScreenLib.worker, CovidCTScreenLib.model_package, CovidCTScreenLib.mrml\n"
+            "import CovidCTScreenLib.app.worker, CovidCTScreenLib.models.model_package\n"
+            "import CovidCTScreenLib.slicer_glue.mrml, CovidCTScreenLib.slicer_glue.texts\n"
+            "import CovidCTScreenLib.lesions.lesion_seg\n"
             f"spec = importlib.util.spec_from_file_location('batch_screen', {str(BATCH)!r})\n"
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
             f"print(sorted(k for k in sys.modules if k.split('.')[0] in {HEAVY!r}))\n")
@@ -191,7 +198,7 @@ def test_cmake_lists_every_python_file_explicitly(name):
     text = cmake.read_text()
     assert "GLOB" not in text.upper()
     listed = _cmake_scripts(cmake)
-    actual = {f"{name}.py"} | {str(p.relative_to(REPO / name)) for p in (REPO / name / f"{name}Lib").glob("*.py")}
+    actual = {f"{name}.py"} | {str(p.relative_to(REPO / name)) for p in (REPO / name / f"{name}Lib").rglob("*.py")}
     assert listed == actual, f"missing in CMake: {actual - listed}; listed but absent: {listed - actual}"
     assert "WITH_GENERIC_TESTS" in text and re.search(r"slicer_add_python_unittest\(SCRIPT \$\{MODULE_NAME\}\.py\)",
                                                       text)
@@ -244,20 +251,8 @@ def test_requirements_minimum_versions_only():
     assert {"monai", "pydicom", "scikit-image", "safetensors", "matplotlib", "efficientnet-lite-pytorch"} <= names
 
 
-def test_missing_requirements_helper(tmp_path):
-    tree = _tree(MODULES["CovidCTScreen"])
-    wanted = ("missingRequirements", "_versionTuple")
-    fns = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in wanted]
-    ns = {}
-    module = ast.fix_missing_locations(ast.Module([ast.ImportFrom("pathlib", [ast.alias("Path")], 0), *fns], []))
-    exec(compile(module, "CovidCTScreen.py", "exec"), ns)
-    req = tmp_path / "r.txt"
-    req.write_text("# comment\npytest>=1.0\npytest>=999.0\nno-such-package-xyz>=1\n\n")
-    assert ns["missingRequirements"](req) == ["pytest>=999.0", "no-such-package-xyz>=1"]
-
-
 def test_no_tqdm_scraping_and_no_runner_shared_across_modules():
-    """Both modules run their jobs through CovidCTScreenLib.process_runner; no regex over progress bars."""
+    """Both modules run their jobs through CovidCTScreenLib.app.process_runner; no regex over progress bars."""
     for name, path in MODULES.items():
         text = path.read_text()
         assert "process_runner" in text and "_QtWorkerRun" not in text and "tqdm" not in text, name

@@ -16,7 +16,7 @@ P002 = DATA / "covid-ct-md" / "COVID-19 subjects" / "P002"
 
 @pytest.fixture(scope="module")
 def p002():
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     return load_ct(P002)
 
@@ -35,7 +35,7 @@ def test_ridge_filter_matches_skimage_sato_on_real_slices(p002):
     sigma <= 1 pixel): the same ridge pixels at the detector's threshold."""
     from skimage.filters import sato
 
-    from CovidCTScreenLib.fibrosis import CLIP_HU, RIDGE_MIN, SIGMAS_MM, bright_ridges
+    from CovidCTScreenLib.lesions.fibrosis import CLIP_HU, RIDGE_MIN, SIGMAS_MM, bright_ridges
 
     sigmas = [s / p002.spacing[0] for s in SIGMAS_MM]
     assert min(sigmas) > 1  # P002 (0.6 mm pixels): test the long-kernel case too, with 0.75 mm-pixel sigmas
@@ -49,9 +49,9 @@ def test_ridge_filter_matches_skimage_sato_on_real_slices(p002):
 
 def test_per_lung_counts_match_boolean_indexing(p002):
     """``by_lung`` (slabs, count_nonzero) against the previous boolean-indexing formula on real HU bands."""
-    from CovidCTScreenLib.hu_bands import SIDES, extent, hu_band_extent
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.manifestations import CONSOLIDATION, GGO, by_lung
+    from CovidCTScreenLib.lesions.hu_bands import SIDES, extent, hu_band_extent
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.lesions.manifestations import CONSOLIDATION, GGO, by_lung
 
     part = slice(50, 90)  # 40 slices keep the test short; the slabs still split them
     hu = p002.hu[part]
@@ -68,8 +68,8 @@ def test_per_lung_counts_match_boolean_indexing(p002):
 
 
 def test_streak_search_stops_on_cancel(p002):
-    from CovidCTScreenLib.fibrosis import detect_streaks
-    from CovidCTScreenLib.lung_mask import lung_mask
+    from CovidCTScreenLib.lesions.fibrosis import detect_streaks
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
 
     labels = lung_mask(p002.hu, p002.spacing).labels
     calls = []
@@ -85,7 +85,7 @@ def test_streak_search_stops_on_cancel(p002):
 
 def test_cancel_raises_inside_a_stage_without_its_own_hook(p002):
     """The cancel watcher interrupts the lung mask (no cancel hook of its own) from inside it."""
-    from CovidCTScreenLib.pipeline import screen
+    from CovidCTScreenLib.screening.pipeline import screen
 
     state = {"stages": [], "asked": None}
 
@@ -109,7 +109,7 @@ def test_fast_path_gives_the_float32_results(p002):
     """The whole job on the int16 volume against the same CT as float32 (the previous load path)."""
     from dataclasses import replace
 
-    from CovidCTScreenLib.pipeline import screen
+    from CovidCTScreenLib.screening.pipeline import screen
 
     fast = screen(p002, device="cpu", heatmap=False)
     slow = screen(replace(p002, hu=p002.hu.astype(np.float32)), device="cpu", heatmap=False)
@@ -132,7 +132,7 @@ def test_slab_nrrd_writer_reads_back_like_simpleitk(p002, tmp_path):
 
     import SimpleITK as sitk
 
-    from CovidCTScreenLib.volume_io import write_nrrd
+    from CovidCTScreenLib.input.volume_io import write_nrrd
 
     c, s = np.cos(0.3), np.sin(0.3)
     rotated = replace(p002, hu=p002.hu[:40], direction=(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, -1.0))
@@ -154,7 +154,7 @@ def test_band_filters_match_scipy_on_real_slices(p002):
     """``hu_bands.median3`` and ``hu_bands.grey_opening`` give scipy's median filter and grey opening exactly."""
     from scipy import ndimage
 
-    from CovidCTScreenLib.hu_bands import disc, grey_opening, median3
+    from CovidCTScreenLib.lesions.hu_bands import disc, grey_opening, median3
 
     rng = np.random.default_rng(0)
     images = [p002.hu[k, 90:400, 50:470] for k in (30, 70, 110)] + [rng.normal(size=(17, 23)).astype(np.float32)]
@@ -166,7 +166,7 @@ def test_band_filters_match_scipy_on_real_slices(p002):
 
 def _previous_side_labels(components, hu):
     """``lung_mask._side_labels`` before the memory work (float64 weights, one full pass per component)."""
-    from CovidCTScreenLib.lung_mask import GAS_HU, LEFT, RIGHT
+    from CovidCTScreenLib.lungs.lung_mask import GAS_HU, LEFT, RIGHT
 
     sizes = np.bincount(components.ravel())
     gas = np.bincount(components.ravel(), weights=(hu < GAS_HU).ravel(), minlength=len(sizes)) > 0.5 * sizes
@@ -187,7 +187,7 @@ def test_lung_mask_matches_the_previous_formulas(p002):
     the previous formulas on a real CT: float64 block means, ``np.bincount``, ``np.isin``, ``np.repeat``."""
     from scipy import ndimage
 
-    from CovidCTScreenLib import lung_mask as lm
+    from CovidCTScreenLib.lungs import lung_mask as lm
 
     hu, spacing = p002.hu, p002.spacing
     f = max(1, int(round(lm.WORK_PIXEL_MM / min(spacing[0], spacing[1]))))
@@ -227,7 +227,7 @@ def test_labels_at_equals_the_torch_argmax_it_replaces():
     import torch
     import torch.nn.functional as F
 
-    from CovidCTScreenLib.lesion_seg import labels_at
+    from CovidCTScreenLib.lesions.lesion_seg import labels_at
 
     rng = np.random.default_rng(0)
     prob = rng.random((3, 64, 64)).astype(np.float32)

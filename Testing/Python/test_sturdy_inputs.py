@@ -14,8 +14,8 @@ import pytest
 from conftest import COVID_CT, DICOM_SERIES, SAMPLE_CT, mini_class_folder, mini_covid_ct, tree_digest
 
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.output_folder import atomic_folder, check_output_folder
-from CovidCTScreenLib.pipeline import screen_to_folder
+from CovidCTScreenLib.report.output_folder import atomic_folder, check_output_folder
+from CovidCTScreenLib.screening.pipeline import screen_to_folder
 
 UNWRITABLE = Path("/sys/covidct-out")  # not writable even for root
 
@@ -41,14 +41,14 @@ def test_screen_out_refused_before_any_work(tmp_path, out, message):
         os.chdir(tmp_path)
         screen_to_folder(SAMPLE_CT, out, progress=lambda s, f: stages.append(s))
     assert stages == [] and list(tmp_path.iterdir()) == []
-    _one_line_exit_2(_cli("CovidCTScreenLib.cli", SAMPLE_CT, "--out", out, "--quiet", cwd=tmp_path), message)
+    _one_line_exit_2(_cli("CovidCTScreenLib.app.cli", SAMPLE_CT, "--out", out, "--quiet", cwd=tmp_path), message)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_evaluate_out_refused_before_any_work(tmp_path):
     data = mini_class_folder(tmp_path / "set", 2)
-    _one_line_exit_2(_cli("CovidCTScreenLib.evaluate_cli", data, "--out", UNWRITABLE, "--quiet"), "cannot be written")
-    _one_line_exit_2(_cli("CovidCTScreenLib.evaluate_cli", data, "--out", data / "CT_COVID" / "res", "--quiet"),
+    _one_line_exit_2(_cli("CovidCTScreenLib.app.evaluate_cli", data, "--out", UNWRITABLE, "--quiet"), "cannot be written")
+    _one_line_exit_2(_cli("CovidCTScreenLib.app.evaluate_cli", data, "--out", data / "CT_COVID" / "res", "--quiet"),
                      "overlaps the input")
 
 
@@ -61,14 +61,14 @@ def test_out_inside_the_input_refused(tmp_path):
 
 def test_overwrite_replaces_only_our_own_results(tmp_path):
     """--overwrite deleted a user's unrelated files: now it refuses them and replaces only what we wrote."""
-    from CovidCTScreenLib.output_folder import MANIFEST_NAME
+    from CovidCTScreenLib.report.output_folder import MANIFEST_NAME
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "thesis.docx").write_text("a user's file")
     with pytest.raises(InputError, match="did not write.*thesis.docx"):
         check_output_folder(out, overwrite=True)
-    _one_line_exit_2(_cli("CovidCTScreenLib.cli", SAMPLE_CT, "--out", out, "--overwrite", "--quiet"),
+    _one_line_exit_2(_cli("CovidCTScreenLib.app.cli", SAMPLE_CT, "--out", out, "--overwrite", "--quiet"),
                      "did not write")
     assert [p.name for p in out.iterdir()] == ["thesis.docx"]
 
@@ -100,8 +100,8 @@ def test_16bit_png_scored_like_its_8bit_original(tmp_path):
     """A 16-bit PNG was read as a blank white RGB image (P(COVID) 0.87 instead of 0.19): now by value."""
     from PIL import Image
 
-    from CovidCTScreenLib.datasets import read_image
-    from CovidCTScreenLib.evaluate import evaluate
+    from CovidCTScreenLib.input.datasets import read_image
+    from CovidCTScreenLib.evaluation.evaluate import evaluate
 
     eight = mini_class_folder(tmp_path / "eight", 2)
     sixteen = tmp_path / "sixteen"
@@ -119,16 +119,16 @@ def test_16bit_png_scored_like_its_8bit_original(tmp_path):
 
 def test_lesion_model_refused_by_screen_and_batch(tmp_path):
     """--model covidct-lesion-unet-v1 crashed with KeyError 'spatial_shape': now a one-line refusal."""
-    run = _cli("CovidCTScreenLib.cli", SAMPLE_CT, "--out", tmp_path / "o", "--model", "covidct-lesion-unet-v1",
+    run = _cli("CovidCTScreenLib.app.cli", SAMPLE_CT, "--out", tmp_path / "o", "--model", "covidct-lesion-unet-v1",
                "--quiet")
     _one_line_exit_2(run, "is a lesion-segmentation model; screening a CT needs a slice-classification model")
-    run = _cli("CovidCTScreenLib.batch", "--input-folder", SAMPLE_CT.parent, "--out", tmp_path / "b",
+    run = _cli("CovidCTScreenLib.app.batch", "--input-folder", SAMPLE_CT.parent, "--out", tmp_path / "b",
                "--model", "covidct-lesion-unet-v1")
     _one_line_exit_2(run, "lesion-segmentation model")
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("module", ["CovidCTScreenLib.cli", "CovidCTScreenLib.worker"])
+@pytest.mark.parametrize("module", ["CovidCTScreenLib.app.cli", "CovidCTScreenLib.app.worker"])
 def test_batch_size_zero_refused(tmp_path, module):
     args = [SAMPLE_CT, *(["--out"] if module.endswith("cli") else []), tmp_path / "o", "--batch-size", "0"]
     run = _cli(module, *args)
@@ -165,7 +165,7 @@ def _series_copy(tmp_path: Path) -> Path:
 def test_broken_dicom_file_named(tmp_path, damage, message):
     """A truncated slice was 'slices missing or duplicated' (or, as the last slice, dropped silently) and an
     empty one 'corrupt': the file is named now."""
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     series = _series_copy(tmp_path)
     victim = series / ("1-30.dcm" if damage == "truncate_last" else "1-13.dcm")
@@ -186,7 +186,7 @@ def test_itk_and_pydicom_warnings_do_not_reach_the_terminal(tmp_path):
     position = [float(v) for v in ds.ImagePositionPatient]
     ds.ImagePositionPatient = [position[0], position[1], position[2] + 2.0]  # gaps 6 and 10 mm instead of 8
     ds.save_as(series / "1-15.dcm")
-    code = ("import json; from CovidCTScreenLib.volume_io import load_ct; "
+    code = ("import json; from CovidCTScreenLib.input.volume_io import load_ct; "
             f"print(json.dumps(load_ct({str(series)!r}).meta['slice_gaps_mm']))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stderr == "", run.stderr
@@ -201,7 +201,7 @@ def test_ctrl_c_acts_at_once_during_grad_cam(tmp_path):
     import time
 
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "CovidCTScreenLib.cli", str(SAMPLE_CT), "--out",
+    proc = subprocess.Popen([sys.executable, "-m", "CovidCTScreenLib.app.cli", str(SAMPLE_CT), "--out",
                              str(tmp_path / "out"), "--device", "cpu", "--no-lesions"], stderr=subprocess.PIPE, env=env)
     seen = b""
     while b"grad-cam" not in seen:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from CovidCTScreenLib.errors import Cancelled
-from CovidCTScreenLib.model_package import load_package
-from CovidCTScreenLib.datasets import load_images
+from CovidCTScreenLib.models.model_package import load_package
+from CovidCTScreenLib.input.datasets import load_images
 from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split
 from CovidCTTrainingLib.export import export_package
 from CovidCTTrainingLib.trainer import TrainConfig, train
@@ -61,7 +61,7 @@ def test_train_cancel_resume_is_exact(tmp_path, tiny_data):
 
 def test_loss_decreases_on_fixed_batch(tiny_data):
     """Without augmentation noise, a few steps on one batch must lower the loss (the optimiser works)."""
-    from CovidCTScreenLib.networks import build_network, load_imagenet_weights
+    from CovidCTScreenLib.models.networks import build_network, load_imagenet_weights
 
     torch.manual_seed(0)
     net = build_network("efficientnet-lite0", 2)

@@ -59,7 +59,7 @@ def test_one_epoch_run_exports_and_registers_the_model(module, tmp_path):
     assert result["card"]["validation"]["at_0.5"]["auc"] == pytest.approx(result["final"]["auc"], abs=1e-3)
     # offered in COVID CT Screen's model list (shared settings key)
     assert _Settings.store[module.USER_MODELS_KEY] == [str((tmp_path / "pkg").resolve())]
-    assert "Validation data: COVID-CT official val split" in module.formatMetrics(result["card"])
+    assert "Validation data: COVID-CT official val split" in module.model_package.card_html(result["card"])
 
 
 def test_evaluate_section_runs_covidct_evaluate(module, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from conftest import DATA, NIFTI_CT
 
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.volume_datasets import read_studies, studies_csv
+from CovidCTScreenLib.input.volume_datasets import read_studies, studies_csv
 
 MD = DATA / "covid-ct-md"
 
@@ -19,8 +19,8 @@ def studies():
 
 @pytest.fixture(scope="module")
 def p002(studies):
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     volume = load_ct(studies["P002"].path)
     return volume, lung_mask(volume.hu, volume.spacing)
@@ -42,8 +42,8 @@ def test_covid_ct_md_patients_on_disk(studies):
 def test_p002_labels_follow_the_lesions(studies, p002):
     """Mapped by DICOM position the labels sit in the lungs and agree with the HU-band lesion extent;
     reversed (the wrong slice order) they do not."""
-    from CovidCTScreenLib.hu_bands import hu_band_extent
-    from CovidCTScreenLib.metrics import roc_auc
+    from CovidCTScreenLib.lesions.hu_bands import hu_band_extent
+    from CovidCTScreenLib.evaluation.metrics import roc_auc
 
     volume, lungs = p002
     y = studies["P002"].labels_for(volume)
@@ -58,8 +58,8 @@ def test_p002_labels_follow_the_lesions(studies, p002):
 
 
 def test_cap002_labels_in_the_lungs(studies):
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     volume = load_ct(studies["cap002"].path)
     y = studies["cap002"].labels_for(volume)

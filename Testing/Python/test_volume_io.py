@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.volume_io import load_ct
+from CovidCTScreenLib.input.volume_io import load_ct
 
 from conftest import COVID_HU, DICOM_SERIES, NIFTI_CT, SAMPLE_CT, tree_digest
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from CovidCTScreenLib import worker
-from CovidCTScreenLib.model_package import DEFAULT_MODEL, load_package
+from CovidCTScreenLib.app import worker
+from CovidCTScreenLib.models.model_package import DEFAULT_MODEL, load_package
 
 from conftest import SAMPLE_CT, tree_digest
 
@@ -23,7 +23,7 @@ def model_path():
 
 
 def _start(args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "CovidCTScreenLib.worker", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "CovidCTScreenLib.app.worker", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=worker.environment(), **kw)
 
 
@@ -35,7 +35,7 @@ def test_parse_line_roundtrip():
     assert worker.parse_line("some log output") is None
     assert worker.parse_line("PROGRESS x stage") is None
     cmd = worker.command("in.nrrd", "out", model="m", device="cpu", batch_size=8, heatmap=False, cancel_file="c")
-    assert cmd[1:5] == ["-m", "CovidCTScreenLib.worker", "in.nrrd", "out"]
+    assert cmd[1:5] == ["-m", "CovidCTScreenLib.app.worker", "in.nrrd", "out"]
     assert {"--no-heatmap", "--model", "--batch-size", "--cancel-file"} <= set(cmd)
 
 

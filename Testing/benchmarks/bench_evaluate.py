@@ -21,7 +21,7 @@ def _run(data: Path, device: str, batch_size: int | None, queue) -> None:
     sys.path.insert(0, str(REPO / "scripts"))
     from covid_ct_list import write_split_csv
 
-    from CovidCTScreenLib.evaluate import evaluate_to_folder
+    from CovidCTScreenLib.evaluation.evaluate import evaluate_to_folder
 
     stages: dict[str, float] = {}
     last = {"stage": None, "t": time.perf_counter()}

@@ -31,8 +31,8 @@ def former(package, net, images, device, GradCAM):
     """The code this replaces: probabilities (2 passes), then MONAI Grad-CAM (3rd pass + full backward)."""
     import torch
 
-    from CovidCTScreenLib.inference import calibrated_probabilities
-    from CovidCTScreenLib.networks import gradcam_layer
+    from CovidCTScreenLib.models.inference import calibrated_probabilities
+    from CovidCTScreenLib.models.networks import gradcam_layer
 
     prob = calibrated_probabilities(package, net, images, device, batch_size=16)
     cam, maps = GradCAM(nn_module=net, target_layers=gradcam_layer(package.card["architecture"])), []
@@ -45,7 +45,7 @@ def former(package, net, images, device, GradCAM):
 def cancel_latency(package, net, images, device, after_s: float = 1.0) -> float:
     """Seconds from a cancel request (``after_s`` into the current path) to the stop."""
     from CovidCTScreenLib.errors import Cancelled
-    from CovidCTScreenLib.inference import probabilities_and_gradcam
+    from CovidCTScreenLib.models.inference import probabilities_and_gradcam
 
     requested = []
     timer = threading.Timer(after_s, lambda: requested.append(time.perf_counter()))
@@ -66,11 +66,11 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from CovidCTScreenLib.explain import to_volume
-    from CovidCTScreenLib.inference import lung_slices, probabilities_and_gradcam, select_device
-    from CovidCTScreenLib.lung_mask import lung_mask
-    from CovidCTScreenLib.model_package import load_package
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.models.explain import to_volume
+    from CovidCTScreenLib.models.inference import lung_slices, probabilities_and_gradcam, select_device
+    from CovidCTScreenLib.lungs.lung_mask import lung_mask
+    from CovidCTScreenLib.models.model_package import load_package
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     t = time.perf_counter()
     from monai.visualize import GradCAM

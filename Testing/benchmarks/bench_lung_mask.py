@@ -29,7 +29,7 @@ def _volume():
 
 
 def _run(work_pixel_mm: float, queue) -> None:
-    from CovidCTScreenLib import lung_mask as lm
+    from CovidCTScreenLib.lungs import lung_mask as lm
 
     hu, spacing = _volume()
     lm.WORK_PIXEL_MM = work_pixel_mm

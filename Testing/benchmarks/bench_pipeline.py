@@ -17,7 +17,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "Lun
 
 
 def _run(device: str, batch_size: int | None, queue) -> None:
-    from CovidCTScreenLib.pipeline import screen_to_folder
+    from CovidCTScreenLib.screening.pipeline import screen_to_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()

@@ -47,7 +47,7 @@ def thin_slice_ct(slices: int) -> Path:
     import numpy as np
     import SimpleITK as sitk
 
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     path = RUNS / f"normal002_z{slices}.nrrd"
     if path.exists():
@@ -71,10 +71,10 @@ def _floor(result, args, images) -> dict:
     import numpy as np
     import torch
 
-    from CovidCTScreenLib.inference import select_device
-    from CovidCTScreenLib.lesion_seg import load_lesion_model, predict_probabilities
-    from CovidCTScreenLib.preprocess import prepare_hu_slice, lung_box
-    from CovidCTScreenLib.volume_io import load_ct
+    from CovidCTScreenLib.models.inference import select_device
+    from CovidCTScreenLib.lesions.lesion_seg import load_lesion_model, predict_probabilities
+    from CovidCTScreenLib.input.preprocess import prepare_hu_slice, lung_box
+    from CovidCTScreenLib.input.volume_io import load_ct
 
     dev = select_device(args.device)
     bs = args.batch_size or (64 if dev.type == "cuda" else 16)
@@ -167,7 +167,7 @@ def _child(source: str, src: str, args, queue) -> None:
         import tracemalloc
 
         tracemalloc.start()
-    from CovidCTScreenLib import pipeline
+    from CovidCTScreenLib.screening import pipeline
 
     stage_peaks, traced, marks = {}, {}, [("start", 0.0, time.process_time())]
 
@@ -194,7 +194,7 @@ def _child(source: str, src: str, args, queue) -> None:
                                    ("load_s", "lung_mask_s", "inference_s", "gradcam_s", "lesions_s"))
     images = None
     if args.floor:
-        from CovidCTScreenLib.inference import lung_slices
+        from CovidCTScreenLib.models.inference import lung_slices
 
         spec = result.model.card["input"]
         images = lung_slices(result.volume.hu, result.mask.labels > 0, result.volume.spacing,

@@ -1,0 +1,1 @@
+"""Entry points and running: shared options, command lines (screen, evaluate, batch), worker, process runner."""

@@ -1,0 +1,1 @@
+"""Evaluation on labelled data: slice, study and segmentation metrics with bootstrap CIs, plots."""

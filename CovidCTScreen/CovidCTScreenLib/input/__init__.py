@@ -1,0 +1,1 @@
+"""Reading the input: CT volumes and DICOM series, labelled image / mask / volume datasets, slice preprocessing."""

@@ -1,0 +1,1 @@
+"""Lesions: HU bands, lesion UNet segmentation, fibrotic streak candidates, manifestations and their distribution."""

@@ -1,0 +1,1 @@
+"""Lung mask: left / right lung and airway segmentation of a CT volume."""

@@ -1,0 +1,1 @@
+"""Networks and model packages: architectures, model cards and weights, calibrated inference, Grad-CAM."""
