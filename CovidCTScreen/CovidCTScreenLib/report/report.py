@@ -92,7 +92,8 @@ def build_report(result, files: dict, keys: list[dict] | None = None, rows: list
         "slices": slices,
         "slice_columns": SLICE_COLUMNS,
         "key_slices": keys if keys is not None else key_slices(result),
-        "key_slice_rule": ("evidence = mean of the slice's rank by P(COVID-19) and by lesion area (HU bands); "
+        "key_slice_rule": ("evidence = the slice's rank by lesion area of the lead lesion method, ties broken by "
+                           "P(COVID-19) (P(COVID-19) alone without lesions); "
                            f"the best slice of each lung third first, then the best others, at least "
                            f"{KEY_GAP_MM:g} mm and {KEY_GAP_SLICES} slices apart"),
         "pictures": {"window": {"width_hu": DISPLAY_WINDOW[0], "level_hu": DISPLAY_WINDOW[1]},
@@ -216,26 +217,23 @@ def lead_slice_lesion(result, slices) -> tuple[np.ndarray | None, str | None]:
     return found.slice_extent(lead, slices)["lesion_pct"], LESION_METHODS[lead][1]
 
 
-def _rank(values: np.ndarray) -> np.ndarray:
-    """Ranks scaled to 0..1 (ties share their mean rank)."""
-    from scipy.stats import rankdata
-
-    return (rankdata(values) - 1) / max(len(values) - 1, 1)
-
-
 def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
     """Key slices chosen by evidence and spread over the lungs.
 
-    Evidence of a lung slice = mean of its rank by P(COVID-19) and its rank by lesion area (HU bands; an area,
-    not a % of the slice's lung, so small apical lung sections do not win; the score alone without lesions).
+    Evidence of a lung slice = its rank by lesion area of the lead lesion method (an area, not a % of the slice's
+    lung, so small apical lung sections do not win), ties broken by P(COVID-19); P(COVID-19) alone without lesions.
+    The slice classifier does not lead: on HU CT it does not track the radiologists' infected slices
+    (``reliability.per_slice_check``), the lesion extent does.
     The best slice of each lung third (lower, middle, upper) comes first, then the best remaining slices; every pick lies at least KEY_GAP_MM and KEY_GAP_SLICES from the others.
     """
     ks = np.asarray(result.slice_indices, int)
     prob = result.positive_probability
     lesion, method = lead_slice_lesion(result, ks)
     found = result.manifestations
-    area = ((found.hu_bands[ks] > 0).sum(axis=(1, 2)) if found is not None else np.zeros(len(ks)))
-    evidence = (_rank(prob) + _rank(area)) / 2 if found is not None else _rank(prob)
+    lead = None if found is None else found.learned if found.summary.get("lead_method") == "learned" else found.hu_bands
+    area = (lead[ks] > 0).sum(axis=(1, 2)) if lead is not None else np.zeros(len(ks))
+    evidence = np.empty(len(ks))
+    evidence[np.lexsort((-prob, -area))] = np.linspace(1.0, 0.0, len(ks))  # most lesion first, then P(COVID-19)
     zone = np.minimum((3 * (ks - ks.min()) / max(ks.max() - ks.min() + 1, 1)).astype(int), 2)
     gap = max(KEY_GAP_SLICES, int(np.ceil(KEY_GAP_MM / result.volume.spacing[2])))
     order = np.argsort(-evidence, kind="stable")
