@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from CovidCTScreenLib.errors import InputError
 from CovidCTScreenLib.input.volume_io import list_series, load_ct
+from CovidCTScreenLib.report.report import LESION_OUTLINE
 
 from conftest import DATA, DICOM_SERIES, tree_digest
 
@@ -160,9 +161,15 @@ class TestDicomStudy:
 
         out, rep = run
         width = rep["input"]["shape_zyx"][2]
+        outline = [np.round(255 * np.array(c)).astype(int) for c in LESION_OUTLINE.values()]
         for k in rep["key_slices"]:
             img = np.asarray(Image.open(out / k["png"]).convert("RGB"))
             assert img.shape[1] >= width and img.shape[0] >= rep["input"]["shape_zyx"][1]
+            # the lead method's lesions are outlined on the CT (the legend's short lines alone are < 100 pixels)
+            ct = img[: rep["input"]["shape_zyx"][1]].astype(int)
+            drawn = sum(int((np.abs(ct - c).max(axis=-1) <= 8).sum()) for c in outline)
+            if k["lesion_pct"] >= 1.0 or k["lesion_pct"] == 0.0:
+                assert (drawn > 100) == (k["lesion_pct"] > 0), (k["slice"], k["lesion_pct"], drawn)
         heat = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "heatmap.nrrd")))
         lungs = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lung_mask.nrrd"))) > 0
         assert rep["pictures"]["heatmap_scale"]["max"] == pytest.approx(np.percentile(heat[lungs], 99.9), abs=1e-3)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import RESEARCH_USE_NOTICE, __version__
+from ..lesions.manifestations import CONSOLIDATION, GGO
 from .output_folder import atomic_folder
 
 SCHEMA = "covidctscreen.report"
@@ -121,6 +122,7 @@ def _named_manifestations(volume, summary: dict) -> dict:
     return out
 
 
+LESION_OUTLINE = {GGO: (0.1, 0.9, 0.1), CONSOLIDATION: (0.95, 0.1, 0.1)}  # lesion colours of every picture
 LESION_METHODS = {"learned": ("unet", "lesion UNet"), "hu_bands": ("hu_bands", "HU bands")}  # key: (CSV, name)
 LESION_KINDS = {"ggo_pct": "ggo", "consolidation_pct": "consolidation", "lesion_pct": "lesion"}
 SLICE_COLUMNS = {
@@ -207,6 +209,16 @@ def instance_number(volume, k: int):
     return volume.instance_numbers[k] if volume.instance_numbers else None
 
 
+def lead_labels(result) -> tuple[np.ndarray | None, str | None]:
+    """(the lead lesion method's label volume (1 GGO, 2 consolidation), its name), or (None, None) when lesions
+    were not measured."""
+    found = result.manifestations
+    if found is None:
+        return None, None
+    lead = found.summary.get("lead_method", "hu_bands")
+    return (found.learned if lead == "learned" else found.hu_bands), LESION_METHODS[lead][1]
+
+
 def lead_slice_lesion(result, slices) -> tuple[np.ndarray | None, str | None]:
     """(lesion % of each slice's measured lung by the report's lead lesion method, that method's name), or
     (None, None) when lesions were not measured."""
@@ -229,8 +241,7 @@ def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
     ks = np.asarray(result.slice_indices, int)
     prob = result.positive_probability
     lesion, method = lead_slice_lesion(result, ks)
-    found = result.manifestations
-    lead = None if found is None else found.learned if found.summary.get("lead_method") == "learned" else found.hu_bands
+    lead = lead_labels(result)[0]
     area = (lead[ks] > 0).sum(axis=(1, 2)) if lead is not None else np.zeros(len(ks))
     evidence = np.empty(len(ks))
     evidence[np.lexsort((-prob, -area))] = np.linspace(1.0, 0.0, len(ks))  # most lesion first, then P(COVID-19)
@@ -308,18 +319,25 @@ def _ct_panel(ax, result, k: int, title: str) -> None:
 
 
 def overlay_png(result, k: int, path: Path, title: str, vmax: float) -> None:
-    """One key slice at full resolution: CT in the lung window, Grad-CAM heatmap on the study's one scale
-    (transparency follows the value, so there are no holes), lung outline, R/L/A/P, legend."""
+    """One key slice at full resolution: CT in the lung window, the lead lesion method's GGO / consolidation
+    outlines, Grad-CAM heatmap on the study's one scale (transparency follows the value, so there are no holes),
+    lung outline, R/L/A/P, legend."""
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
     plt = _plt()
     heat = result.heatmap is not None and vmax > 0
+    lesions, method = lead_labels(result)
     fig, (ax,), legend, bar_ax = _panel_figure(result, 1, [WINDOW_TEXT, VIEW_TEXT] + (
+        [f"lesion outlines: {method}"] if method else []) + (
         ["heatmap: where the slice model looked, not a lesion outline"] if heat else []), colourbar=heat)
     _ct_panel(ax, result, k, title)
-    legend.legend(handles=[Line2D([], [], color="cyan", label="lung mask outline")], loc="center left",
-                  fontsize=9, frameon=False)
+    handles = [Line2D([], [], color="cyan", label="lung mask outline")]
+    for code, name in ((GGO, "ground-glass opacity"), (CONSOLIDATION, "consolidation")):
+        if lesions is not None and (lesions[k] == code).any():
+            ax.contour(lesions[k] == code, levels=[0.5], colors=[LESION_OUTLINE[code]], linewidths=1.0)
+            handles.append(Line2D([], [], color=LESION_OUTLINE[code], label=name))
+    legend.legend(handles=handles, loc="center left", ncol=len(handles), fontsize=9, frameon=False)
     if heat:
         norm = np.clip(result.heatmap[k] / vmax, 0.0, 1.0)
         rgba = plt.get_cmap("inferno")(norm)
@@ -340,7 +358,7 @@ def lesions_png(result, k: int, path: Path) -> None:
 
     plt = _plt()
     found = result.manifestations
-    colours = np.array([[0, 0, 0, 0], [0.1, 0.9, 0.1, 0.5], [0.95, 0.1, 0.1, 0.5]])
+    colours = np.array([[0, 0, 0, 0], [*LESION_OUTLINE[GGO], 0.5], [*LESION_OUTLINE[CONSOLIDATION], 0.5]])
     panels = [("CT", None), ("HU bands", found.hu_bands[k])]
     if found.learned is not None:  # None when the lesion UNet was not run
         panels.append(("lesion UNet", found.learned[k]))
