@@ -7,24 +7,9 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 from pathlib import Path
 
-from CovidCTTrainingLib.data import COVID_CT_LABELS, covid_ct_split
-
-
-def write_split_csv(root: Path, split: str, out: Path) -> int:
-    """Write the CSV (paths relative to its folder); return the number of rows."""
-    items = covid_ct_split(root, split)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "label", "patient_id"])
-        for i in items:
-            writer.writerow([os.path.relpath(i.path.resolve(), out.parent.resolve()), COVID_CT_LABELS[i.label],
-                             i.patient])
-    return len(items)
+from CovidCTTrainingLib.data import write_covid_ct_split_csv
 
 
 def main() -> None:
@@ -33,7 +18,7 @@ def main() -> None:
     p.add_argument("split", choices=["train", "val"])
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    print(f"{write_split_csv(args.root, args.split, args.out)} rows -> {args.out}")
+    print(f"{write_covid_ct_split_csv(args.root, args.split, args.out)} rows -> {args.out}")
 
 
 if __name__ == "__main__":

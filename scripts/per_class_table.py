@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from covid_ct_list import write_split_csv  # noqa: E402
-
-from CovidCTScreenLib.evaluation.evaluate import evaluate  # noqa: E402
+from CovidCTScreenLib.evaluation.evaluate import evaluate
+from CovidCTTrainingLib.data import write_covid_ct_split_csv
 
 
 def _ci(m: dict) -> str:
@@ -35,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         val = Path(tmp) / "val.csv"
-        write_split_csv(args.data / "covid-ct", "val", val)
+        write_covid_ct_split_csv(args.data / "covid-ct", "val", val)
         cp = Path(tmp) / "cp.csv"
         with open(cp, "w", newline="") as f:
             w = csv.writer(f)

@@ -1,4 +1,4 @@
-"""COVID-CT's official patient-level splits as labelled slice lists, labelled HU studies rendered to slice arrays
+"""COVID-CT's official patient-level splits as labelled slice lists (and as covidct-evaluate CSVs), labelled HU studies rendered to slice arrays
 (``volumes.render_studies``), and unlabelled image folders (e.g. Inf-Net's unlabelled slices). Generic labelled
 image sets: ``CovidCTScreenLib.input.datasets``; rendering HU volumes: ``volumes.py``.
 
@@ -8,6 +8,7 @@ No SimpleITK here: the 2D training path runs with torch, numpy, PIL and scikit-i
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,20 @@ def covid_ct_split(root: str | Path, split: str) -> list[Item]:
                 raise InputError(f"{path} listed in {list_file.name} is missing")
             items.append(Item(path, label, patients.get(name, f"{cls}:{name}")))
     return items
+
+
+def write_covid_ct_split_csv(root: str | Path, split: str, out: str | Path) -> int:
+    """Write a COVID-CT split as a covidct-evaluate CSV (path,label,patient_id; paths relative to the CSV's
+    folder); return the number of rows."""
+    items, out = covid_ct_split(root, split), Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "patient_id"])
+        for i in items:
+            writer.writerow([os.path.relpath(i.path.resolve(), out.parent.resolve()), COVID_CT_LABELS[i.label],
+                             i.patient])
+    return len(items)
 
 
 def covid_ct_summary(train_items: list[Item], val_items: list[Item]) -> dict:

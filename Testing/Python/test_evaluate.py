@@ -18,17 +18,15 @@ from CovidCTScreenLib.evaluation.evaluate import binary_section, detect_data, ev
 from CovidCTScreenLib.evaluation.evaluate_segmentation import segmentation_section
 from CovidCTScreenLib.evaluation.metrics import calibration_bins, overlap_metrics, roc_auc
 from CovidCTScreenLib.models.model_package import load_package
+from CovidCTTrainingLib.data import write_covid_ct_split_csv
 
 INFNET_MULTICLASS = DATA / "infnet-semiseg" / "multiclass"
 
 
 @pytest.fixture(scope="module")
 def val_csv(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-    from covid_ct_list import write_split_csv
-
     out = tmp_path_factory.mktemp("lists") / "val.csv"
-    assert write_split_csv(COVID_CT, "val", out) == 118
+    assert write_covid_ct_split_csv(COVID_CT, "val", out) == 118
     return out
 
 

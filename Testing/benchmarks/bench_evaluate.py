@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from _data import DATA
 
 
 def _run(data: Path, device: str, batch_size: int | None, queue) -> None:
-    sys.path.insert(0, str(REPO / "scripts"))
-    from covid_ct_list import write_split_csv
-
     from CovidCTScreenLib.evaluation.evaluate import evaluate_to_folder
+    from CovidCTTrainingLib.data import write_covid_ct_split_csv
 
     stages: dict[str, float] = {}
     last = {"stage": None, "t": time.perf_counter()}
@@ -35,7 +32,7 @@ def _run(data: Path, device: str, batch_size: int | None, queue) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         lst = Path(tmp) / "val.csv"
-        write_split_csv(data / "covid-ct", "val", lst)
+        write_covid_ct_split_csv(data / "covid-ct", "val", lst)
         result = evaluate_to_folder(lst, Path(tmp) / "out", device=device, batch_size=batch_size, progress=progress)
         total = time.perf_counter() - t
     queue.put((total, stages, result.document["results"]["operating_point"]["auc"]["value"]))
@@ -43,7 +40,7 @@ def _run(data: Path, device: str, batch_size: int | None, queue) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
+from _data import DATA, REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Python"))
-
-from conftest import DATA  # noqa: E402
-
-SAMPLE = Path(__file__).resolve().parents[2] / "Resources" / "SampleData" / "Lung_Dx-A0002_chestCT.nrrd"
+SAMPLE = REPO / "Resources" / "SampleData" / "Lung_Dx-A0002_chestCT.nrrd"
 VOLUMES = {"sample CT (A0002)": SAMPLE, "COVID-CT-MD P002": DATA / "covid-ct-md" / "COVID-19 subjects" / "P002"}
 
 

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import resource
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Python"))
+from _data import DATA
 
 
 def _volume():
     import SimpleITK as sitk
 
-    from conftest import NIFTI_CT
-
-    img = sitk.ReadImage(str(NIFTI_CT))
+    img = sitk.ReadImage(str(DATA / "chest-ct" / "Lung_Dx-A0001_5mm_B.nii.gz"))
     size = [512, 512, 141]
     spacing = (img.GetSpacing()[0], img.GetSpacing()[1], img.GetSpacing()[2] * img.GetSize()[2] / size[2])
     out = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(), spacing, img.GetDirection(),

@@ -29,11 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(os.environ.get("COVIDCT_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+from _data import DATA, REPO
+
 CTMD = DATA / "covid-ct-md"
 CASES = {"normal002": CTMD / "Normal subjects" / "normal002", "P002": CTMD / "COVID-19 subjects" / "P002",
          "cap002": CTMD / "Cap subjects" / "cap002"}
-RUNS = Path(__file__).resolve().parents[2] / "runs" / "bench"
+RUNS = REPO / "runs" / "bench"
 STAGE_KEYS = ["load_s", "lung_mask_s", "inference_s", "gradcam_s", "lesions_s", "lesions_hu_bands_s",
               "lesions_unet_s", "lesions_streaks_s", "lesions_summary_s", "report_s"]
 
@@ -321,7 +322,7 @@ def main(argv=None) -> None:
         sources = {f"normal002 z{args.slices}": thin_slice_ct(args.slices)}
     print(f"bench_screen: device {args.device}, batch size {args.batch_size or 'default'}, fp16 {args.fp16}, "
           f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} (1 / 5 min)")
-    srcs = [str(Path(x).resolve()) for x in (args.src or [Path(__file__).resolve().parents[2] / "CovidCTScreen"])]
+    srcs = [str(Path(x).resolve()) for x in (args.src or [REPO / "CovidCTScreen"])]
     for name, source in sources.items():
         by_src = {src: [] for src in srcs}
         for _ in range(args.repeat):
