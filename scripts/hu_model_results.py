@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from CovidCTScreenLib.evaluation.metrics import bootstrap_cis, roc_auc
+from CovidCTScreenLib.models.model_package import load_package
+from CovidCTTrainingLib.hu_runs import SHIPPED, hu_studies
 
-from CovidCTScreenLib.evaluation.metrics import bootstrap_cis, roc_auc  # noqa: E402
-from CovidCTScreenLib.models.model_package import load_package  # noqa: E402
-from train_hu_model import SHIPPED, hu_studies  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BLOCK = 10
 STUDY_MIN_FRACTION = 0.05

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from CovidCTTrainingLib.hu_runs import SHIPPED, SINGLE_SLICES, VOLUME_SLICES, hu_studies
+
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = "covidct-effnetlite0-v1"
 COVID_HU_WITH_FINDINGS = ("A002304", "A046441", "A072894", "A098752")
 RECIPE = ["--init-model", SHIPPED, "--freeze-blocks", "6", "--intensity-augment", "--select", "last",
           "--epochs", "6", "--lr", "2e-4", "--batch-size", "16", "--hflip-tta", "--seed", "0"]
@@ -53,10 +54,10 @@ def prepare(data: Path, runs: Path) -> list[str]:
     rows = [f"{img.resolve()},{'COVID' if read_lesion_mask(mask).any() else 'NonCOVID'},medseg-slice-{img.stem}"
             for img, mask in segmentation_pairs(data / "infnet-semiseg" / "labelled")]
     infnet.write_text("path,label,patient_id\n" + "\n".join(rows) + "\n")
-    single = runs / "hu-single-slices"
+    single = runs / SINGLE_SLICES
     render_single_slices(data / "covid-hu-slices", single)
     return ["--covid-ct", str(data / "covid-ct"), "--images", str(infnet), "--volumes", str(data / "covid-ct-md"),
-            "--volumes", str(chest), "--slice-cache", str(runs / "hu-slices"), "--rendered", str(single)]
+            "--volumes", str(chest), "--slice-cache", str(runs / VOLUME_SLICES), "--rendered", str(single)]
 
 
 def render_single_slices(folder: Path, out: Path) -> None:
@@ -114,14 +115,6 @@ def score(package, studies: list[dict]) -> dict[str, list[float]]:
     net = pkg.build("cpu")
     return {s["patient"]: calibrated_probabilities(pkg, net, s["images"], torch.device("cpu"))[:, pkg.positive_index]
             .tolist() for s in studies}
-
-
-def hu_studies(runs: Path) -> list[dict]:
-    """Every rendered HU study (volumes and single slices) of the runs folder."""
-    from CovidCTTrainingLib.data import rendered_slices
-
-    return rendered_slices([*sorted((runs / "hu-slices").glob("*.npz")),
-                            *sorted((runs / "hu-single-slices").glob("*.npz"))])
 
 
 def main() -> None:
