@@ -1,5 +1,5 @@
 """Training from labelled HU volumes: slice targets, rendering cache, intensity augmentation, fine-tuning from a
-package with frozen early blocks, and covidct-train on a real volume (studies CSV)."""
+package with frozen early blocks, covidct-train on a real volume (studies CSV), and the HU recipe's runs folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from conftest import COVID_CT, DICOM_SERIES, REPO
 
 from CovidCTTrainingLib.augment import intensity_augment
-from CovidCTTrainingLib.volumes import slice_targets
+from CovidCTTrainingLib.volumes import render_studies, slice_targets
 
 
 def test_slice_targets():
@@ -80,3 +80,15 @@ def test_covidct_train_on_a_labelled_volume(tmp_path):
     out = _covidct_train(*common, "--rendered", tmp_path / "cache", "--hold-out", "P999", "--work", tmp_path / "w3",
                          "--package", tmp_path / "pkg3")
     assert out.returncode == 2 and "no such patient" in out.stderr
+
+
+def test_hu_studies_reads_the_recipes_render_cache(tmp_path):
+    """scripts/train_hu_model.py renders its HU volumes into RUNS/hu-slices; hu_studies (also read by
+    scripts/hu_model_results.py) gives them back, with the single-slice folder absent."""
+    from CovidCTScreenLib.input.volume_datasets import Study
+    from CovidCTTrainingLib.hu_runs import VOLUME_SLICES, hu_studies
+
+    render_studies([Study(DICOM_SERIES, "non-COVID-19", "A0002")], tmp_path / VOLUME_SLICES, log=lambda m: None)
+    (study,) = hu_studies(tmp_path)
+    assert study["patient"] == "A0002" and len(study["images"]) == 27 and not study["target"].any()
+    assert hu_studies(tmp_path / "elsewhere") == []
