@@ -85,13 +85,22 @@ def render_single_slices(folder: Path, out: Path) -> None:
                  slices_in_volume=1)
 
 
-def train(name: str, data_args: list[str], runs: Path, hold_out: list[str]) -> Path:
-    """One covidct-train run of the recipe (skipped when its package exists); returns the package folder."""
+def train(name: str, data_args: list[str], runs: Path, hold_out: list[str], method: str = "supervised") -> Path:
+    """One covidct-train run of the recipe (skipped when its package exists); returns the package folder. With
+    ``method`` "consistency" (seed 000) the lung slices of the training patients' HU volumes are also its unlabelled
+    data (never a held-out patient's)."""
     work = runs / name
     package = work / "package"
     if (package / "model.json").is_file():
         return package
     args = [*data_args, *RECIPE, "--work", str(work / "train"), "--package", str(package), "--name", name]
+    if method != "supervised":
+        from CovidCTScreenLib.input.volume_datasets import read_studies
+
+        args += ["--method", method]
+        sources = [data_args[i + 1] for i, a in enumerate(data_args) if a == "--volumes"]
+        args += [a for src in sources for study in read_studies(src) if study.patient not in hold_out
+                 for a in ("--unlabelled-volume", str(study.path))]
     for p in hold_out:
         args += ["--hold-out", p]
     log(f"training {name} (held out: {', '.join(hold_out) or 'none'}); load {os.getloadavg()[0]:.1f}")
@@ -122,6 +131,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "hu-model")
     ap.add_argument("--skip-final", action="store_true", help="only the folds with patients left out")
+    ap.add_argument("--method", choices=("supervised", "consistency"), default="supervised",
+                    help="consistency: seed 000's consistency loss, the training patients' HU lung slices unlabelled")
     args = ap.parse_args()
 
     data_args = prepare(args.data, args.runs)
@@ -129,7 +140,7 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for fold, patients in FOLDS.items():
         patients = patients or [s["patient"] for s in hu_studies(args.runs) if s["patient"] != "P002"]
-        package = train(f"lopo-{fold}", data_args, args.runs, patients)
+        package = train(f"lopo-{fold}", data_args, args.runs, patients, args.method)
         studies = hu_studies(args.runs)
         if "shipped" not in results:
             results["shipped"] = score(SHIPPED, studies)
@@ -140,7 +151,7 @@ def main() -> None:
         results_path.write_text(json.dumps(results))
         log(f"fold {fold} scored")
     if not args.skip_final:
-        train("final", data_args, args.runs, [])
+        train("final", data_args, args.runs, [], args.method)
         log("final model trained")
 
 
