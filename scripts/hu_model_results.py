@@ -1,14 +1,14 @@
 """Results of the HU slice model (issue 11) from the runs of scripts/train_hu_model.py: leave-patients-out (LOPO)
 figures on the HU patients against the shipped model, COVID-CT val figures, and the decision whether to ship.
 
-Writes docs/hu_model.md and runs/hu-model/results.json. Every interval is a 95 % percentile bootstrap (2000
+Writes docs/DOC.md (default hu_model), docs/DOC_p002.png and RUNS/results.json. Every interval is a 95 % percentile bootstrap (2000
 resamples). Within one volume, neighbouring 2 mm slices are not independent, so slices are resampled in blocks of
 BLOCK consecutive lung slices (2 cm); pooled figures resample blocks within each patient's blocks.
 The decision rule was fixed before the runs: ship the final model only if (1) on the held-out P002 fold its
 per-slice AUC beats the shipped model's, (2) the pooled LOPO AUC over all held-out HU slices beats the shipped
 model's with the paired bootstrap interval of the difference above 0, and (3) no model of the recipe (fold models,
 final model) has a COVID-CT val AUC below the shipped model's 0.858.
-Run: python scripts/hu_model_results.py --runs runs/hu-model [--ship Resources/Models/NAME]
+Run: python scripts/hu_model_results.py --runs runs/hu-model [--doc hu_model] [--ship Resources/Models/NAME]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "hu-model")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--ship", type=Path, default=None, help="copy the final model here when the decision rule holds")
+    ap.add_argument("--doc", default="hu_model", help="name of the docs/ page (and its P002 picture) to write")
     args = ap.parse_args()
 
     scores = json.loads((args.runs / "scores.json").read_text())
@@ -121,9 +122,11 @@ def main() -> None:
     out["decision"] = {**rule, "ship": all(rule.values())}
     if "P002" in scores["lopo"].get("P002", {}):
         plot_p002(studies["P002"], scores["lopo"]["P002"]["P002"], scores["shipped"]["P002"],
-                  out["folds"]["P002"]["P002"]["lopo_threshold"], ship_t, REPO / "docs" / "hu_model_p002.png")
+                  out["folds"]["P002"]["P002"]["lopo_threshold"], ship_t, REPO / "docs" / f"{args.doc}_p002.png")
     (args.runs / "results.json").write_text(json.dumps(out, indent=1))
-    (REPO / "docs" / "hu_model.md").write_text(render(out))
+    out["method"] = json.loads((args.runs / "lopo-P002" / "package" / "model.json").read_text())["training"]["method"]
+    out["doc"] = args.doc
+    (REPO / "docs" / f"{args.doc}.md").write_text(render(out))
     print(render(out))
     if args.ship and out["decision"]["ship"]:
         ship(final, args.ship, out)
@@ -181,14 +184,15 @@ def ship(final: Path, dest: Path, results: dict) -> None:
                              "command": "python scripts/train_hu_model.py && python scripts/hu_model_results.py "
                                         f"--ship {dest.relative_to(REPO) if dest.is_absolute() else dest}"}
     pkg = save_package(dest, load_file(str(final / "weights.safetensors")), card)
-    shutil.copy(REPO / "docs" / "hu_model.md", dest / "HU_VALIDATION.md")
+    shutil.copy(REPO / "docs" / f"{results['doc']}.md", dest / "HU_VALIDATION.md")
     print(f"shipped {pkg.path}")
 
 
 def render(r: dict) -> str:
     lines = ["# HU slice model: validation with patients left out, on real CT in Hounsfield units", "",
-             "Produced by `OMP_NUM_THREADS=1 python scripts/train_hu_model.py --skip-final` (training, ~50 min on "
-             "the shared 2-core CPU) and `python scripts/hu_model_results.py` (this table). Two folds: P002 (the one "
+             f"Training method: {r['method']}. Produced by `OMP_NUM_THREADS=1 python scripts/train_hu_model.py "
+             f"--skip-final --method {r['method']} --runs RUNS` (training, 5-25 min per fold on the shared 2-core CPU) "
+             f"and `python scripts/hu_model_results.py --runs RUNS --doc {r['doc']}` (this page). Two folds: P002 (the one "
              "COVID-19 volume with slice labels) held out, then every other HU patient held out at once. Each fold "
              "trains the recipe without its held-out patients, then scores them; the "
              f"shipped model ({SHIPPED}) scores the same slices. 95 % intervals: bootstrap over blocks of "
@@ -216,8 +220,8 @@ def render(r: dict) -> str:
                   "slices):"]
     lines += [f"- fold {fold}: " + "; ".join(rows["_training_hu"]) for fold, rows in r["folds"].items()]
     if any("P002" in rows for rows in r["folds"].values()):
-        lines += ["", "![P002 per-slice scores](hu_model_p002.png)",
-                  "`docs/hu_model_p002.png`: per-slice P(COVID-19) of the held-out P002 volume, new fold model and "
+        lines += ["", f"![P002 per-slice scores]({r['doc']}_p002.png)",
+                  f"`docs/{r['doc']}_p002.png`: per-slice P(COVID-19) of the held-out P002 volume, new fold model and "
                   "shipped model, against the radiologists' infected slices (red)."]
     pa, n = r["pooled_auc"], r["pooled_n"]
     lines += ["", f"Pooled over all held-out HU slices ({n['slices']} slices of {n['patients']} patients, "
