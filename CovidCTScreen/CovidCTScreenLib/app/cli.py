@@ -74,26 +74,35 @@ def run_interruptibly(job, out_dir):
     return box["result"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(prog: str, job, out_dir, quiet: bool):
+    """``job(cancel, progress)`` as the command ``prog`` runs it: a stage progress bar unless ``quiet``; Ctrl-C exits
+    130 at once with nothing written; bad input prints one line ``prog: error: ...`` and gives None (exit 2)."""
     from ..errors import Cancelled, InputError
-    from ..screening.pipeline import screen_to_folder
 
-    bar, progress = stage_progress_bar(args.quiet)
+    bar, progress = stage_progress_bar(quiet)
     try:
-        result = run_interruptibly(lambda cancel: screen_to_folder(
-            args.input, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel,
-            lung_mask=args.lung_mask, series=args.series, **ScreenOptions.from_args(args).kwargs()), args.out)
+        return run_interruptibly(lambda cancel: job(cancel, progress), out_dir)
     except KeyboardInterrupt:
-        print(("\n" if bar is not None else "") + "covidct-screen: cancelled; nothing was written", file=sys.stderr)
+        print(("\n" if bar is not None else "") + f"{prog}: cancelled; nothing was written", file=sys.stderr)
         sys.stderr.flush()
         os._exit(130)  # the job thread may still be inside a torch operation: do not wait for it
     except (InputError, Cancelled) as e:
-        print(("\n" if bar is not None else "") + f"covidct-screen: error: {e}", file=sys.stderr)
-        return 2
+        print(("\n" if bar is not None else "") + f"{prog}: error: {e}", file=sys.stderr)
+        return None
     finally:
         if bar is not None:
             bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..screening.pipeline import screen_to_folder
+
+    result = run_command("covidct-screen", lambda cancel, progress: screen_to_folder(
+        args.input, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel, lung_mask=args.lung_mask,
+        series=args.series, **ScreenOptions.from_args(args).kwargs()), args.out, args.quiet)
+    if result is None:
+        return 2
     v = result.verdict
     if v.category is not None:
         print(f"Category: {v.category} ({v.pattern} pattern; no calibrated probability). {v.reason}")

@@ -7,8 +7,6 @@ for segmentation) into --out, all at once or not at all. Research use only.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 from .options import add_screen_options, positive_int
@@ -68,26 +66,15 @@ def summary_lines(document: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .cli import run_interruptibly, stage_progress_bar
-    from ..errors import Cancelled, InputError
     from ..evaluation.evaluate import evaluate_to_folder
+    from .cli import run_command
 
-    bar, progress = stage_progress_bar(args.quiet)
-    try:
-        result = run_interruptibly(lambda cancel: evaluate_to_folder(
-            args.data, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel, model=args.model,
-            device=args.device, thresholds=tuple(args.threshold), batch_size=args.batch_size,
-            resamples=args.bootstrap), args.out)
-    except KeyboardInterrupt:
-        print(("\n" if bar is not None else "") + "covidct-evaluate: cancelled; nothing was written", file=sys.stderr)
-        sys.stderr.flush()
-        os._exit(130)  # the job thread may still be inside a torch operation: do not wait for it
-    except (InputError, Cancelled) as e:
-        print(("\n" if bar is not None else "") + f"covidct-evaluate: error: {e}", file=sys.stderr)
+    result = run_command("covidct-evaluate", lambda cancel, progress: evaluate_to_folder(
+        args.data, args.out, overwrite=args.overwrite, progress=progress, cancel=cancel, model=args.model,
+        device=args.device, thresholds=tuple(args.threshold), batch_size=args.batch_size, resamples=args.bootstrap),
+        args.out, args.quiet)
+    if result is None:
         return 2
-    finally:
-        if bar is not None:
-            bar.close()
     print("\n".join(summary_lines(result.document)))
     print(f"results in {args.out} ({result.document['seconds']:.1f} s). Research use only.")
     return 0

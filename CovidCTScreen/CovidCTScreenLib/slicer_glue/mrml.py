@@ -477,15 +477,7 @@ def scores_plot_nodes(table_node, y_column: str, name: str = "COVID slice scores
         threshold.SetColor(0.6, 0.6, 0.6)
         series.SetAttribute(ATTR_ROLE, "slice scores series")
         threshold.SetAttribute(ATTR_ROLE, "slice scores series")
-        if chart is None:
-            chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(name))
-        old = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
-        chart.RemoveAllPlotSeriesNodeIDs()
-        for node in old:  # series this module made for an earlier run of a reused chart
-            if node is not None and node.GetAttribute(ATTR_ROLE) == "slice scores series":
-                scene.RemoveNode(node)
-        chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        chart.AddAndObservePlotSeriesNodeID(threshold.GetID())
+        chart = _chart_with(scene, chart, name, [series, threshold], "slice scores series")
         chart.SetTitle(f"{y_column} per axial slice")
         chart.SetXAxisTitle("axial slice index (inferior -> superior)")
         chart.SetYAxisTitle(y_column)
@@ -493,6 +485,21 @@ def scores_plot_nodes(table_node, y_column: str, name: str = "COVID slice scores
         chart.SetYAxisRange(0.0, 1.0)
         chart.SetAttribute(ATTR_ROLE, "slice scores chart")
     return chart, series, threshold
+
+
+def _chart_with(scene, chart, name: str, series: list, role: str):
+    """``chart`` (a new plot chart node when None) showing exactly ``series``; series of ``role`` that an earlier
+    run of this module put on a reused chart are removed from the scene."""
+    if chart is None:
+        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(name))
+    old = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
+    chart.RemoveAllPlotSeriesNodeIDs()
+    for node in old:
+        if node is not None and node.GetAttribute(ATTR_ROLE) == role:
+            scene.RemoveNode(node)
+    for s in series:
+        chart.AddAndObservePlotSeriesNodeID(s.GetID())
+    return chart
 
 
 def lesion_plot_nodes(table_node, columns: list[str], name: str = "lesion % per slice", scene=None, chart=None):
@@ -514,15 +521,7 @@ def lesion_plot_nodes(table_node, columns: list[str], name: str = "lesion % per 
             s.SetColor(*((0.75, 0.22, 0.17) if n == 0 else (0.18, 0.49, 0.2)))
             s.SetAttribute(ATTR_ROLE, "lesion series")
             series.append(s)
-        if chart is None:
-            chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", scene.GenerateUniqueName(name))
-        old = [chart.GetNthPlotSeriesNode(i) for i in range(chart.GetNumberOfPlotSeriesNodes())]
-        chart.RemoveAllPlotSeriesNodeIDs()
-        for node in old:  # series this module made for an earlier run of a reused chart
-            if node is not None and node.GetAttribute(ATTR_ROLE) == "lesion series":
-                scene.RemoveNode(node)
-        for s in series:
-            chart.AddAndObservePlotSeriesNodeID(s.GetID())
+        chart = _chart_with(scene, chart, name, series, "lesion series")
         chart.SetTitle("lesion % of the slice's lung per axial slice")
         chart.SetXAxisTitle("axial slice index (inferior -> superior)")
         chart.SetYAxisTitle("lesion % of the slice's lung")
