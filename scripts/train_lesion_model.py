@@ -9,7 +9,9 @@ Stages (each saved under --run-dir, so a rerun resumes where it stopped; git-ign
      (mean of the GGO and consolidation fold means) is trained on all 50 slices (a continuation: from the final
      teacher) and becomes the package (model.json with CV figures, weights.safetensors, MODEL_CARD.md).
 --student-epochs 0 skips stage 3: the teacher alone is cross-validated, trained on all 50 slices and exported.
-Tried and not shipped (figures, commands): docs/lesion_model_experiments.md (288 px: no gain over 192 px).
+Tried and not shipped (figures, commands): docs/lesion_model_experiments.md (288 px: no gain over 192 px; the
+semi-supervised student on all 1600 unlabelled slices, 10 epochs: no gain over the teacher).
+--variant exports a named variant instead of the CV choice (e.g. for scripts/lesion_hu_check.py).
 Run (38 min on 1 thread of a shared 2-core CPU):
     nice -n 10 python scripts/train_lesion_model.py [--data ../shared/data] [--run-dir runs/lesion-v2]
 """
@@ -42,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--unlabelled-per-volume", type=int, default=10)
     ap.add_argument("--out", type=Path, default=REPO / "Resources" / "Models" / PACKAGE)
+    ap.add_argument("--variant", choices=("teacher", "supervised", "semi-supervised"),
+                    help="export this variant instead of the one with the highest CV Dice (e.g. to check it on HU CT)")
     args = ap.parse_args(argv)
 
     import torch
@@ -155,7 +159,9 @@ def main(argv=None) -> int:
     def score(summary):
         return (summary["ggo"]["dice_fold_mean"] + summary["consolidation"]["dice_fold_mean"]) / 2
 
-    chosen = max(cv, key=lambda v: score(cv[v]))
+    chosen = args.variant or max(cv, key=lambda v: score(cv[v]))
+    if chosen not in cv:
+        ap.error(f"--variant {chosen}: not cross-validated in this run (--student-epochs 0)")
     final_name = {"teacher": "teacher-final", "supervised": "supervised-final",
                   "semi-supervised": "student-final"}[chosen]
     if chosen != "teacher":
@@ -235,7 +241,8 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                        "(p 0.5), horizontal flip, gamma contrast, intensity scale, Gaussian noise (the teacher)."
                        + continuation + " Last-epoch weights, no epoch selection"),
             "chosen": chosen,
-            "chosen_by": ("highest CV Dice (mean of the GGO and consolidation fold means) of the teacher and its "
+            "chosen_by": (f"--variant {args.variant}" if args.variant else
+                          "highest CV Dice (mean of the GGO and consolidation fold means) of the teacher and its "
                           "supervised and semi-supervised continuations" if students else "the only variant trained"),
             "config": cfg,
             "seconds_all_stages": round(seconds, 1),
@@ -244,7 +251,8 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                         f"{torch_version}, shared with other jobs",
             "command": (f"nice -n 10 python scripts/train_lesion_model.py --epochs {config.epochs} --student-epochs "
                         f"{config.student_epochs} --size {config.size} --folds {config.folds} --seed {config.seed} "
-                        f"--threads {config.threads} --unlabelled-per-volume {config.unlabelled_per_volume} --out "
+                        f"--threads {config.threads} --unlabelled-per-volume {config.unlabelled_per_volume} "
+                        + (f"--variant {args.variant} " if args.variant else "") + "--out "
                         f"{args.out.resolve().relative_to(REPO) if args.out.resolve().is_relative_to(REPO) else args.out}"),
         },
         "cross_validation": {**cv, "note": (
