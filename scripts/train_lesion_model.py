@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", choices=("teacher", "supervised", "semi-supervised"),
                     help="export this variant instead of the one with the highest CV Dice (e.g. to check it on HU CT)")
     args = ap.parse_args(argv)
+    if args.variant not in (None, "teacher") and args.student_epochs == 0:
+        ap.error(f"--variant {args.variant} needs the continuations (--student-epochs > 0)")
 
     import torch
 
@@ -160,8 +162,6 @@ def main(argv=None) -> int:
         return (summary["ggo"]["dice_fold_mean"] + summary["consolidation"]["dice_fold_mean"]) / 2
 
     chosen = args.variant or max(cv, key=lambda v: score(cv[v]))
-    if chosen not in cv:
-        ap.error(f"--variant {chosen}: not cross-validated in this run (--student-epochs 0)")
     final_name = {"teacher": "teacher-final", "supervised": "supervised-final",
                   "semi-supervised": "student-final"}[chosen]
     if chosen != "teacher":
