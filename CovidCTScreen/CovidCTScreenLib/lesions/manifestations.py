@@ -18,6 +18,7 @@ from .hu_bands import SIDES, extent, hu_band_extent
 GGO, CONSOLIDATION = 1, 2
 MEASURABLE_PCT = 1.0  # below this lesion % of the lung, no manifestation is called dominant
 NAMES = {GGO: "ground-glass opacity", CONSOLIDATION: "consolidation"}
+METHOD_NAMES = {"learned": "lesion UNet", "hu_bands": "HU bands"}  # the two lesion methods, as outputs name them
 # The lesion map the distribution and the three-class category use. The lesion UNet: it was trained on labelled
 # lesions, whereas the HU bands count every voxel in a density range (dependent density, partial-volume vessels:
 # 5-7 % "GGO" on normal lungs, issue 12). Re-decide with scripts/evaluate_ct_md.py when either method changes.
@@ -176,7 +177,7 @@ def lead_distribution(summary: dict, bands, learned: np.ndarray | None, mask, sp
     lead = LEAD if learned is not None else "hu_bands"
     summary["lead_method"] = lead
     spread = distribution(learned if lead == "learned" else bands.labels, mask.labels, spacing, bands.measured)
-    spread["method"] = {"learned": "lesion UNet", "hu_bands": "HU bands"}[lead]
+    spread["method"] = METHOD_NAMES[lead]
     return spread
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import RESEARCH_USE_NOTICE, __version__
-from ..lesions.manifestations import CONSOLIDATION, GGO
+from ..lesions.manifestations import CONSOLIDATION, GGO, METHOD_NAMES
 from .output_folder import atomic_folder
 
 SCHEMA = "covidctscreen.report"
@@ -123,7 +123,7 @@ def _named_manifestations(volume, summary: dict) -> dict:
 
 
 LESION_OUTLINE = {GGO: (0.1, 0.9, 0.1), CONSOLIDATION: (0.95, 0.1, 0.1)}  # lesion colours of every picture
-LESION_METHODS = {"learned": ("unet", "lesion UNet"), "hu_bands": ("hu_bands", "HU bands")}  # key: (CSV, name)
+CSV_PREFIX = {"learned": "unet", "hu_bands": "hu_bands"}  # lesion method -> slice_scores.csv column prefix
 LESION_KINDS = {"ggo_pct": "ggo", "consolidation_pct": "consolidation", "lesion_pct": "lesion"}
 SLICE_COLUMNS = {
     "slice": "axial slice index k (inferior to superior, LPS order); one row per lung slice the slice model scored",
@@ -146,7 +146,7 @@ def slice_table(result) -> list[dict]:
     labels = [CLASS_DISPLAY.get(lab, lab) for lab in result.model.labels]
     area = _per_slice_count(result.mask.labels)[ks] * vol.spacing[0] * vol.spacing[1] / 100.0
     found = result.manifestations
-    extents = {} if found is None else {key: e for key in LESION_METHODS
+    extents = {} if found is None else {key: e for key in METHOD_NAMES
                                         if (e := found.slice_extent(key, ks)) is not None}
     rows = []
     for i, k in enumerate(ks):
@@ -169,7 +169,7 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["slice", "z_mm", "instance_number", "lung_area_cm2"] + [f"p_{lab}" for lab in labels]
-                   + ["positive"] + [f"{LESION_METHODS[m][0]}_{kind}_pct_of_lung" for m in methods
+                   + ["positive"] + [f"{CSV_PREFIX[m]}_{kind}_pct_of_lung" for m in methods
                                      for kind in LESION_KINDS.values()])
         for r in rows:
             w.writerow([r["slice"], f"{r['z_mm']:.2f}", "" if r["instance_number"] is None else r["instance_number"],
@@ -201,7 +201,7 @@ VIEW_TEXT = "axial, radiological view (patient's right on the image left)"
 def slice_name(volume, k: int) -> str:
     """How a slice is named everywhere: DICOM instance number and z, or the slice index for non-DICOM input."""
     z = slice_z_mm(volume, k)
-    number = volume.instance_numbers[k] if volume.instance_numbers else None
+    number = instance_number(volume, k)
     return f"instance {number} (z {z:.1f} mm)" if number is not None else f"slice {k} (z {z:.1f} mm)"
 
 
@@ -209,24 +209,14 @@ def instance_number(volume, k: int):
     return volume.instance_numbers[k] if volume.instance_numbers else None
 
 
-def lead_labels(result) -> tuple[np.ndarray | None, str | None]:
-    """(the lead lesion method's label volume (1 GGO, 2 consolidation), its name), or (None, None) when lesions
-    were not measured."""
+def lead_labels(result) -> tuple[str | None, np.ndarray | None, str | None]:
+    """(the report's lead lesion method's key, its label volume (1 GGO, 2 consolidation), its name), or
+    (None, None, None) when lesions were not measured."""
     found = result.manifestations
     if found is None:
-        return None, None
-    lead = found.summary.get("lead_method", "hu_bands")
-    return (found.learned if lead == "learned" else found.hu_bands), LESION_METHODS[lead][1]
-
-
-def lead_slice_lesion(result, slices) -> tuple[np.ndarray | None, str | None]:
-    """(lesion % of each slice's measured lung by the report's lead lesion method, that method's name), or
-    (None, None) when lesions were not measured."""
-    found = result.manifestations
-    if found is None:
-        return None, None
-    lead = found.summary.get("lead_method", "hu_bands")
-    return found.slice_extent(lead, slices)["lesion_pct"], LESION_METHODS[lead][1]
+        return None, None, None
+    lead = found.summary["lead_method"]
+    return lead, getattr(found, lead), METHOD_NAMES[lead]
 
 
 def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
@@ -240,9 +230,9 @@ def key_slices(result, n: int = KEY_SLICES) -> list[dict]:
     """
     ks = np.asarray(result.slice_indices, int)
     prob = result.positive_probability
-    lesion, method = lead_slice_lesion(result, ks)
-    lead = lead_labels(result)[0]
-    area = (lead[ks] > 0).sum(axis=(1, 2)) if lead is not None else np.zeros(len(ks))
+    lead, labels, method = lead_labels(result)
+    lesion = result.manifestations.slice_extent(lead, ks)["lesion_pct"] if lead else None
+    area = (labels[ks] > 0).sum(axis=(1, 2)) if lead else np.zeros(len(ks))
     evidence = np.empty(len(ks))
     evidence[np.lexsort((-prob, -area))] = np.linspace(1.0, 0.0, len(ks))  # most lesion first, then P(COVID-19)
     zone = np.minimum((3 * (ks - ks.min()) / max(ks.max() - ks.min() + 1, 1)).astype(int), 2)
@@ -327,7 +317,7 @@ def overlay_png(result, k: int, path: Path, title: str, vmax: float) -> None:
 
     plt = _plt()
     heat = result.heatmap is not None and vmax > 0
-    lesions, method = lead_labels(result)
+    _, lesions, method = lead_labels(result)
     fig, (ax,), legend, bar_ax = _panel_figure(result, 1, [WINDOW_TEXT, VIEW_TEXT] + (
         [f"lesion outlines: {method}"] if method else []) + (
         ["heatmap: where the slice model looked, not a lesion outline"] if heat else []), colourbar=heat)
@@ -394,8 +384,8 @@ def scores_png(result, rows: list[dict], path: Path, keys: list[dict]) -> None:
     if methods:
         ax = axes[0]
         for m, style in zip(methods, ("-", "--")):
-            name = LESION_METHODS[m][1] + (" (lead method)" if m == result.manifestations.summary.get(
-                "lead_method") else " (second method)")
+            name = METHOD_NAMES[m] + (" (lead method)" if m == result.manifestations.summary["lead_method"]
+                                           else " (second method)")
             ax.plot(z, [r["lesions_pct_of_lung"][m]["lesion_pct"] for r in rows], style, marker="o", ms=2.5,
                     lw=1.2, color={"learned": "#c0392b", "hu_bands": "#2e7d32"}[m], label=name)
         ax.set_ylim(0, max(5.0, 1.1 * max(r["lesions_pct_of_lung"][m]["lesion_pct"] for r in rows for m in methods)))

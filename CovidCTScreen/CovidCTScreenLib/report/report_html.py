@@ -7,6 +7,8 @@ import base64
 from html import escape
 from pathlib import Path
 
+from ..lesions.manifestations import METHOD_NAMES
+
 STYLE = """
 body{font-family:system-ui,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;border-bottom:1px solid #ccc;padding-bottom:3px;margin-top:26px}
@@ -121,8 +123,7 @@ def _slices(rep: dict, folder: Path) -> str:
     measured, P(COVID-19)), with the column definitions."""
     slices = rep.get("slices", [])
     methods = list(slices[0].get("lesions_pct_of_lung", {})) if slices else []
-    names = {"learned": "lesion UNet", "hu_bands": "HU bands"}
-    header = ["slice", "lung cm2"] + [f"{names.get(m, m)} {kind} %" for m in methods
+    header = ["slice", "lung cm2"] + [f"{METHOD_NAMES.get(m, m)} {kind} %" for m in methods
                                       for kind in ("GGO", "consolidation", "lesion")] + ["P(COVID-19)"]
     rows = [[f"instance {s['instance_number']}" if s.get("instance_number") is not None else f"slice {s['slice']}",
              s.get("lung_area_cm2")] + [s["lesions_pct_of_lung"][m][k] for m in methods

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..lesions.manifestations import METHOD_NAMES
+
 TOP_K = 5
 MIN_CONFIDENT_SLICES = 10
 POSITIVE = "COVID-19"
@@ -188,8 +190,7 @@ def study_category(binary: dict, lead: dict, distribution: dict, lead_name: str,
 def category_from_report(binary: dict, summary: dict, spread: dict) -> dict:
     """``study_category`` from a report's ``manifestations`` and ``distribution`` sections (light: the Slicer
     module recomputes the category this way when the user overrides the slice threshold)."""
-    names = {"hu_bands": "HU bands", "learned": "lesion UNet"}
     lead = summary["lead_method"]
     other = "hu_bands" if lead == "learned" else "learned"
     second = summary.get(other, {}).get("per_lung", {}).get("both")  # absent when that method did not run
-    return study_category(binary, summary[lead]["per_lung"]["both"], spread, names[lead], second, names[other])
+    return study_category(binary, summary[lead]["per_lung"]["both"], spread, METHOD_NAMES[lead], second, METHOD_NAMES[other])
