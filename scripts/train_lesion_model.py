@@ -4,7 +4,8 @@ Stages (each saved under --run-dir, so a rerun resumes where it stopped; git-ign
   1. k-fold CV by slice of the supervised model (teacher) on the 50 labelled slices -> out-of-fold predictions;
   2. the final supervised model on all 50 slices;
   3. the same CV of two continuations of each fold's teacher with the same labelled schedule: supervised only
-     (the control) and semi-supervised (the teacher pseudo-labels the unlabelled subset);
+     (the control) and semi-supervised (--semi-method pseudo-labels: the teacher pseudo-labels the unlabelled
+     subset once; mean-teacher: a consistency loss towards the moving average of the student on every step);
   4. export: of the three (teacher, supervised and semi-supervised continuation) the one with the highest CV Dice
      (mean of the GGO and consolidation fold means) is trained on all 50 slices (a continuation: from the final
      teacher) and becomes the package (model.json with CV figures, weights.safetensors, MODEL_CARD.md).
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--unlabelled-per-volume", type=int, default=10)
+    ap.add_argument("--semi-method", choices=("pseudo-labels", "mean-teacher"), default="pseudo-labels",
+                    help="how the semi-supervised continuation uses the unlabelled slices")
     ap.add_argument("--out", type=Path, default=REPO / "Resources" / "Models" / PACKAGE)
     ap.add_argument("--variant", choices=("teacher", "supervised", "semi-supervised"),
                     help="export this variant instead of the one with the highest CV Dice (e.g. to check it on HU CT)")
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
 
     config = LesionConfig(size=args.size, epochs=args.epochs, student_epochs=args.student_epochs, folds=args.folds,
                           seed=args.seed, threads=args.threads,
-                          unlabelled_per_volume=args.unlabelled_per_volume)
+                          unlabelled_per_volume=args.unlabelled_per_volume, semi_method=args.semi_method)
     run = args.run_dir
     run.mkdir(parents=True, exist_ok=True)
     saved = run / "config.json"
@@ -119,13 +122,15 @@ def main(argv=None) -> int:
 
     def fit_more(teacher_state, idx, semi: bool):
         """Continue from the teacher for student_epochs: on labelled slices only (supervised control) or with the
-        teacher's pseudo-labels too (semi-supervised student): the same labelled schedule for both."""
+        unlabelled slices too (semi-supervised student, config.semi_method): the same labelled schedule for both."""
         def fit():
-            pseudo = None
-            if semi:
+            pseudo = mean_teacher = None
+            if semi and config.semi_method == "mean-teacher":
+                mean_teacher = unlabelled
+            elif semi:
                 pseudo = (unlabelled, pseudo_labels(network(teacher_state), unlabelled, config.pseudo_confidence))
-            return train(images[idx], masks[idx], config, pseudo=pseudo, init_state=teacher_state,
-                         epochs=config.student_epochs, lr=config.student_lr, log=log)
+            return train(images[idx], masks[idx], config, pseudo=pseudo, unlabelled=mean_teacher,
+                         init_state=teacher_state, epochs=config.student_epochs, lr=config.student_lr, log=log)
         return fit
 
     everything = np.arange(len(slices))
@@ -197,10 +202,15 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                seconds: float, torch_version: str) -> dict:
     state = final["state_dict"]
     students = config.student_epochs > 0
+    semi = ("with as many pseudo-labelled slices per batch (semi-supervised, Semi-Inf-Net style, one round: the "
+            f"teacher labels the unlabelled subset, pixels below {config.pseudo_confidence} confidence ignored, CE x "
+            f"{config.pseudo_weight})" if config.semi_method == "pseudo-labels" else
+            f"with {config.unlabelled_batch} unlabelled slices per step (semi-supervised, mean teacher: MSE between the "
+            "student's softmax on a noisier copy - Gaussian noise 0.05, contrast +-20 %, brightness +-0.1 - and that "
+            f"of the exponential moving average (decay {config.ema_decay}) of the student on the augmented slice, "
+            f"weight {config.consistency_weight} reached after {config.consistency_rampup:.0%} of the steps)")
     continuation = (f" Then {config.student_epochs} more epochs from the teacher (lr {config.student_lr}, cosine), either "
-                    "on the labelled slices only (supervised) or with as many pseudo-labelled slices per batch "
-                    "(semi-supervised, Semi-Inf-Net style, one round: the teacher labels the unlabelled subset, "
-                    f"pixels below {config.pseudo_confidence} confidence ignored, CE x {config.pseudo_weight})."
+                    f"on the labelled slices only (supervised) or {semi}."
                     if students else " Teacher only (--student-epochs 0: no continuations).")
     return {
         "name": args.out.name,
@@ -252,6 +262,7 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
             "command": (f"nice -n 10 python scripts/train_lesion_model.py --epochs {config.epochs} --student-epochs "
                         f"{config.student_epochs} --size {config.size} --folds {config.folds} --seed {config.seed} "
                         f"--threads {config.threads} --unlabelled-per-volume {config.unlabelled_per_volume} "
+                        + (f"--semi-method {config.semi_method} " if config.semi_method != "pseudo-labels" else "")
                         + (f"--variant {args.variant} " if args.variant else "") + "--out "
                         f"{args.out.resolve().relative_to(REPO) if args.out.resolve().is_relative_to(REPO) else args.out}"),
         },

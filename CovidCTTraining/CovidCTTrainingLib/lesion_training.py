@@ -13,7 +13,10 @@ MONAI dictionary augmentations (affine incl. zoom, 90-degree turns - Inf-Net sli
 upright -, flip, noise, contrast), everything seeded. Semi-supervised step (as Semi-Inf-Net, one round): the
 supervised model (teacher) labels the unlabelled slices; pixels it is less sure of than ``pseudo_confidence``
 are ignored; a student starts from the teacher and trains on labelled (DiceCE) + pseudo-labelled (weighted CE)
-slices. No epoch is selected on held-out slices (last-epoch weights). No SimpleITK here.
+slices. Or mean teacher (Tarvainen & Valpola 2017): every step also draws unlabelled slices, and the student's
+softmax on a noisier copy is pulled (MSE, ramped-up weight) towards that of an exponential moving average of its own
+weights on the plain copy, so every unlabelled slice is reused under new augmentations.
+No epoch is selected on held-out slices (last-epoch weights). No SimpleITK here.
 """
 
 from __future__ import annotations
@@ -62,6 +65,11 @@ class LesionConfig:
     pseudo_weight: float = 0.5
     student_epochs: int = 5
     student_lr: float = 5e-4
+    semi_method: str = "pseudo-labels"  # or "mean-teacher"
+    unlabelled_batch: int = 8  # mean teacher: unlabelled slices per step
+    consistency_weight: float = 1.0  # mean teacher: weight of the MSE consistency after the ramp-up
+    consistency_rampup: float = 0.4  # fraction of the steps over which that weight rises (exp(-5 (1 - t)^2))
+    ema_decay: float = 0.99
     log_every: int = 2
     extra: dict = field(default_factory=dict)
 
@@ -249,10 +257,12 @@ def new_network(config: LesionConfig):
 
 
 def train(images: np.ndarray, masks: np.ndarray, config: LesionConfig, *, pseudo: tuple | None = None,
-          init_state: dict | None = None, epochs: int | None = None, lr: float | None = None, log=print) -> dict:
+          unlabelled: np.ndarray | None = None, init_state: dict | None = None, epochs: int | None = None,
+          lr: float | None = None, log=print) -> dict:
     """Train on prepared ``images`` (N, S, S) [0, 1] and ``masks`` (N, S, S) 0/1/2; with ``pseudo`` = (images,
-    labels with IGNORE) each batch also holds as many pseudo-labelled slices (weighted CE). Returns
-    {"state_dict", "history", "seconds"} (last-epoch weights)."""
+    labels with IGNORE) each batch also holds as many pseudo-labelled slices (weighted CE); with ``unlabelled``
+    (prepared images) each step also adds ``config.unlabelled_batch`` of them under a mean-teacher consistency loss.
+    Returns {"state_dict", "history", "seconds"} (last-epoch weights of the student)."""
     import torch
     import torch.nn.functional as F
     from monai.losses import DiceCELoss
@@ -272,11 +282,15 @@ def train(images: np.ndarray, masks: np.ndarray, config: LesionConfig, *, pseudo
     rng = np.random.default_rng(config.seed)
 
     def batch_of(ims, labs, idx):
-        b = [aug({"image": ims[j][None].astype(np.float32), "label": labs[j][None].astype(np.float32)}) for j in idx]
+        b = [aug({"image": ims[j][None].astype(np.float32),
+                  "label": (np.zeros_like(ims[j]) if labs is None else labs[j])[None].astype(np.float32)})
+             for j in idx]
         x = torch.stack([torch.as_tensor(np.asarray(d["image"]), dtype=torch.float32) for d in b]).clamp(0, 1)
         y = torch.stack([torch.as_tensor(np.asarray(d["label"])).round().long() for d in b])
         return x, y
 
+    steps = epochs * -(-len(images) // config.batch_size)
+    mean_teacher = None if unlabelled is None else MeanTeacher(net, unlabelled, config, steps, rng)
     history, t0 = [], time.time()
     for epoch in range(1, epochs + 1):
         net.train()
@@ -287,13 +301,21 @@ def train(images: np.ndarray, masks: np.ndarray, config: LesionConfig, *, pseudo
             if pseudo is not None:
                 xp, yp = batch_of(pseudo[0], pseudo[1], rng.choice(len(pseudo[0]), n, replace=False))
                 x = torch.cat([x, xp])
+            if mean_teacher is not None:
+                xu = batch_of(unlabelled, None, mean_teacher.next_indices())[0]
+                target = mean_teacher.target(xu)
+                x = torch.cat([x, mean_teacher.perturb(xu)])
             opt.zero_grad()
             out = net(x)
             loss = loss_fn(out[:n], y)
             if pseudo is not None:
                 loss = loss + config.pseudo_weight * F.cross_entropy(out[n:], yp[:, 0], ignore_index=IGNORE)
+            if mean_teacher is not None:
+                loss = loss + mean_teacher.weight() * F.mse_loss(torch.softmax(out[n:], 1), target)
             loss.backward()
             opt.step()
+            if mean_teacher is not None:
+                mean_teacher.update(net)
             losses.append(loss.item())
         sched.step()
         entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 4), "seconds": round(time.time() - t0, 1)}
@@ -302,6 +324,60 @@ def train(images: np.ndarray, masks: np.ndarray, config: LesionConfig, *, pseudo
             log(" ".join(f"{k}={v}" for k, v in entry.items()))
     return {"state_dict": {k: v.detach().clone() for k, v in net.state_dict().items()}, "history": history,
             "seconds": round(time.time() - t0, 1), "net": net}
+
+
+class MeanTeacher:
+    """The exponential moving average of the student's weights (the teacher), its soft targets on unlabelled slices,
+    the student's noisier view of them (Gaussian noise, random contrast and brightness) and the ramped-up weight."""
+
+    def __init__(self, net, unlabelled: np.ndarray, config: LesionConfig, steps: int, rng):
+        import copy
+
+        import torch
+
+        self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
+        self.config, self.count, self.rng = config, len(unlabelled), rng
+        self.order, self.pos, self.step = rng.permutation(self.count), 0, 0
+        self.rampup_steps = max(1, round(config.consistency_rampup * steps))
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    def next_indices(self) -> np.ndarray:
+        """The next unlabelled slices of a shuffled pass (a new shuffle after each pass: every slice equally often)."""
+        if self.pos + self.config.unlabelled_batch > self.count:
+            self.order, self.pos = self.rng.permutation(self.count), 0
+        self.pos += self.config.unlabelled_batch
+        return self.order[self.pos - self.config.unlabelled_batch:self.pos]
+
+    def target(self, xu):
+        import torch
+
+        with torch.no_grad():
+            return torch.softmax(self.teacher(xu), 1)
+
+    def perturb(self, xu):
+        import torch
+
+        shape = (len(xu), 1, 1, 1)
+        contrast = 1 + 0.2 * (2 * torch.rand(shape, generator=self.generator) - 1)
+        brightness = 0.1 * (2 * torch.rand(shape, generator=self.generator) - 1)
+        noise = 0.05 * torch.randn(xu.shape, generator=self.generator)
+        return (xu * contrast + brightness + noise).clamp(0, 1)
+
+    def weight(self) -> float:
+        t = min(1.0, self.step / self.rampup_steps)
+        return self.config.consistency_weight * float(np.exp(-5 * (1 - t) ** 2))
+
+    def update(self, net) -> None:
+        """teacher <- decay * teacher + (1 - decay) * student (parameters); BN statistics copied."""
+        import torch
+
+        self.step += 1
+        decay = self.config.ema_decay
+        with torch.no_grad():
+            for t, s in zip(self.teacher.parameters(), net.parameters()):
+                t.mul_(decay).add_(s.detach(), alpha=1 - decay)
+            for t, s in zip(self.teacher.buffers(), net.buffers()):
+                t.copy_(s)
 
 
 def config_dict(config: LesionConfig) -> dict:

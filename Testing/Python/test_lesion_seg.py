@@ -155,6 +155,10 @@ def test_tiny_training_run_is_seeded(tmp_path):
     assert pseudo.shape == (2, 64, 64) and set(np.unique(pseudo).tolist()) <= {0, 1, 2, 255}
     student = train(images, masks, cfg, pseudo=(images[:2], pseudo), init_state=runs[0]["state_dict"],
                     log=lambda m: None)
+    mean_teacher = [train(images, masks, cfg, unlabelled=images[::-1], init_state=runs[0]["state_dict"],
+                          log=lambda m: None) for _ in range(2)]
+    assert mean_teacher[0]["history"][0]["loss"] == pytest.approx(mean_teacher[1]["history"][0]["loss"])
+    assert mean_teacher[0]["history"][0]["loss"] != pytest.approx(student["history"][0]["loss"])
     card = {"name": "tiny", "task": "lesion-segmentation", "labels": ["background", "ggo", "consolidation"],
             "network": cfg.network_spec(), "input": {"size": 64, "framing": "thorax"}}
     save_package(tmp_path / "tiny", student["state_dict"], card)
