@@ -11,7 +11,8 @@ Stages (each saved under --run-dir, so a rerun resumes where it stopped; git-ign
      teacher) and becomes the package (model.json with CV figures, weights.safetensors, MODEL_CARD.md).
 --student-epochs 0 skips stage 3: the teacher alone is cross-validated, trained on all 50 slices and exported.
 Tried and not shipped (figures, commands): docs/lesion_model_experiments.md (288 px: no gain over 192 px; the
-semi-supervised student on all 1600 unlabelled slices, 10 epochs: no gain over the teacher).
+semi-supervised student on all 1600 unlabelled slices, 10 epochs: no gain over the teacher; mean teacher on them,
+40 epochs: below its supervised control).
 --variant exports a named variant instead of the CV choice (e.g. for scripts/lesion_hu_check.py).
 Run (38 min on 1 thread of a shared 2-core CPU):
     nice -n 10 python scripts/train_lesion_model.py [--data ../shared/data] [--run-dir runs/lesion-v2]
