@@ -125,12 +125,12 @@ def main(argv=None) -> int:
         """Continue from the teacher for student_epochs: on labelled slices only (supervised control) or with the
         unlabelled slices too (semi-supervised student, config.semi_method): the same labelled schedule for both."""
         def fit():
-            pseudo = mean_teacher = None
-            if semi and config.semi_method == "mean-teacher":
-                mean_teacher = unlabelled
-            elif semi:
+            mean_teacher = semi and config.semi_method == "mean-teacher"
+            pseudo = None
+            if semi and not mean_teacher:
                 pseudo = (unlabelled, pseudo_labels(network(teacher_state), unlabelled, config.pseudo_confidence))
-            return train(images[idx], masks[idx], config, pseudo=pseudo, unlabelled=mean_teacher,
+            return train(images[idx], masks[idx], config, pseudo=pseudo,
+                         unlabelled=unlabelled if mean_teacher else None,
                          init_state=teacher_state, epochs=config.student_epochs, lr=config.student_lr, log=log)
         return fit
 

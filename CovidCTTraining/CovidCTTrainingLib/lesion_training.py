@@ -290,7 +290,7 @@ def train(images: np.ndarray, masks: np.ndarray, config: LesionConfig, *, pseudo
         return x, y
 
     steps = epochs * -(-len(images) // config.batch_size)
-    mean_teacher = None if unlabelled is None else MeanTeacher(net, unlabelled, config, steps, rng)
+    mean_teacher = None if unlabelled is None else MeanTeacher(net, len(unlabelled), config, steps, rng)
     history, t0 = [], time.time()
     for epoch in range(1, epochs + 1):
         net.train()
@@ -330,13 +330,13 @@ class MeanTeacher:
     """The exponential moving average of the student's weights (the teacher), its soft targets on unlabelled slices,
     the student's noisier view of them (Gaussian noise, random contrast and brightness) and the ramped-up weight."""
 
-    def __init__(self, net, unlabelled: np.ndarray, config: LesionConfig, steps: int, rng):
+    def __init__(self, net, count: int, config: LesionConfig, steps: int, rng):
         import copy
 
         import torch
 
         self.teacher = copy.deepcopy(net).eval().requires_grad_(False)
-        self.config, self.count, self.rng = config, len(unlabelled), rng
+        self.config, self.count, self.rng = config, count, rng
         self.order, self.pos, self.step = rng.permutation(self.count), 0, 0
         self.rampup_steps = max(1, round(config.consistency_rampup * steps))
         self.generator = torch.Generator().manual_seed(config.seed)
