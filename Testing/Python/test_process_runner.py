@@ -102,23 +102,19 @@ def test_cancel_file_is_the_polite_way(tmp_path):
     assert job.wait(cancel=lambda: next(calls, True)) == (process_runner.EXIT_CANCELLED, "cancelled by the user")
 
 
-class FakeRun:
-    """A stand-in for process_runner.ProcessRun: replays events, never starts a process."""
+class FakeRun(process_runner.ProcessRun):
+    """A stand-in for process_runner.ProcessRun that never starts a process: it replays protocol lines through the
+    real line handling (``ProcessRun._dispatch``)."""
 
-    def __init__(self, cmd, env, cancel_file, callbacks, kill_after_s=10.0, events=(), code=0, message=""):
+    def __init__(self, cmd, env, cancel_file, callbacks, kill_after_s=10.0, lines=(), code=0, message=""):
         self.cmd, self.cancel_file, self.callbacks = cmd, cancel_file, callbacks
-        self.events, self.code, self.message, self.result, self.status = list(events), code, message, None, {}
-        self.cancelled = False
+        self.lines, self.code, self.message, self.result, self.status = list(lines), code, message, None, {}
+        self._stderr_tail, self.cancelled = [], False
 
     def poll(self):
-        for kind, value in self.events:
-            if kind == "progress" and self.callbacks.progress:
-                self.callbacks.progress(*value)
-            if kind == "status":
-                self.status.update(value)
-                if self.callbacks.status:
-                    self.callbacks.status(dict(self.status))
-        self.events = []
+        for line in self.lines:
+            self._dispatch("out", line)
+        self.lines = []
         self.result = process_runner.EXIT_CANCELLED if self.cancelled else self.code
         return True
 
@@ -144,8 +140,8 @@ def test_training_logic_with_a_fake_runner(monkeypatch, tmp_path):
 
     def runner(cmd, env, cancel_file, callbacks, kill_after_s=10.0):
         runs.append(FakeRun(cmd, env, cancel_file, callbacks, kill_after_s, code=130, message="stopped",
-                            events=[("status", {"epoch": 1, "epochs": 3, "loss": 0.5}),
-                                    ("status", {"epoch": 2, "val_auc": 0.8})]))
+                            lines=[process_runner.format_status({"epoch": 1, "epochs": 3, "loss": 0.5}),
+                                   process_runner.format_status({"epoch": 2, "val_auc": 0.8})]))
         return runs[-1]
 
     logic = module.CovidCTTrainingLogic(runner=runner)
