@@ -1,5 +1,7 @@
 """The lesion models on real HU CT: per-slice lesion fraction against the radiologists' slice labels (AUC),
 extent on the normal volume and on the six COVID-19 HU slices, and inference time per slice, old vs new model.
+Where false positives sit: uninfected lung slices (all of normal002's) with lesion > 1 % of the slice's lung, counted
+in the lower, middle and upper third of the lung's slice range.
 
 covid-ct-md (P002 COVID-19, cap002 CAP, normal002 normal): lung mask (lung_mask.py), learned labels
 (lesion_seg.predict_hu), per-slice lesion % of the measured lung as the report gives it (manifestations.by_lung
@@ -40,6 +42,12 @@ def slice_labels(root: Path, subject: str, folder: Path, n: int) -> np.ndarray |
     z = [float(pydicom.dcmread(folder / f"IM{i + 1:04d}.dcm", stop_before_pixels=True).ImagePositionPatient[2])
          for i in range(n)]
     return labels[np.argsort(z)]  # label index i <-> file IM{i+1}; volume slice k = k-th lowest z
+
+
+def thirds(ks: np.ndarray, lung_slices: np.ndarray) -> list[int]:
+    """How many of the slices ``ks`` lie in the lower, middle and upper third of the lung's slice range."""
+    lo, hi = lung_slices.min(), lung_slices.max()
+    return np.bincount(np.minimum((3 * (ks - lo) // max(hi - lo + 1, 1)).astype(int), 2), minlength=3).tolist()
 
 
 def infnet_margins(root: Path) -> np.ndarray:
@@ -109,10 +117,12 @@ def main(argv=None) -> int:
             pct = np.array([by_lung(learned[k], mask.labels[k], measured[k], volume.spacing)["both"]["lesion_pct"]
                             for k in range(volume.shape[0])])
             total = by_lung(learned, mask.labels, measured, volume.spacing)["both"]
+            clear = lung_slices if labels is None else lung_slices[labels[lung_slices] == 0]
             e = {"ms_per_lung_slice": round(1000 * seconds / max(len(lung_slices), 1), 1),
                  "load": round(os.getloadavg()[0], 1), "ggo_pct": round(total["ggo_pct"], 2),
                  "consolidation_pct": round(total["consolidation_pct"], 2),
-                 "slices_over_1pct": int((pct > 1).sum())}
+                 "slices_over_1pct": int((pct > 1).sum()),
+                 "uninfected_over_1pct_by_third": thirds(clear[pct[clear] > 1], lung_slices)}
             if labels is not None:
                 auc = roc_auc(labels == 1, pct)
                 e.update({"auc": round(auc, 3), "auc_ci95": [round(x, 3) for x in bootstrap_ci(labels == 1, pct)],

