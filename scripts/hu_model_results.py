@@ -189,12 +189,16 @@ def ship(final: Path, dest: Path, results: dict) -> None:
 
 
 def render(r: dict) -> str:
+    folds = list(r["folds"])
+    only = "" if len(folds) > 1 else "".join(f" --fold {f}" for f in folds)
+    which = ("Two folds: P002 (the one COVID-19 volume with slice labels) held out, then every other HU patient held "
+             "out at once." if not only else f"Only fold {folds[0]} was run (the other fold and the final model were "
+             "not trained: see the decision), so the pooled figure covers that fold's patients alone.")
     lines = ["# HU slice model: validation with patients left out, on real CT in Hounsfield units", "",
              f"Training method: {r['method']}. Produced by `OMP_NUM_THREADS=1 python scripts/train_hu_model.py "
-             f"--skip-final --method {r['method']} --runs RUNS` (training, 5-25 min per fold on the shared 2-core CPU) "
-             f"and `python scripts/hu_model_results.py --runs RUNS --doc {r['doc']}` (this page). Two folds: P002 (the one "
-             "COVID-19 volume with slice labels) held out, then every other HU patient held out at once. Each fold "
-             "trains the recipe without its held-out patients, then scores them; the "
+             f"--skip-final --method {r['method']}{only} --runs RUNS` (training, 5-60 min per fold on the shared "
+             f"2-core CPU) and `python scripts/hu_model_results.py --runs RUNS --doc {r['doc']}` (this page). {which} "
+             "Each fold trains the recipe without its held-out patients, then scores them; the "
              f"shipped model ({SHIPPED}) scores the same slices. 95 % intervals: bootstrap over blocks of "
              f"{r['block_slices']} consecutive lung slices (2 cm), 2000 resamples, within each patient: they show "
              "slice sampling, not the spread between patients (one labelled COVID-19 volume).", "",

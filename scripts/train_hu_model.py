@@ -87,8 +87,9 @@ def render_single_slices(folder: Path, out: Path) -> None:
 
 def train(name: str, data_args: list[str], runs: Path, hold_out: list[str], method: str = "supervised") -> Path:
     """One covidct-train run of the recipe (skipped when its package exists); returns the package folder. With
-    ``method`` "consistency" (seed 000) the lung slices of the training patients' HU volumes are also its unlabelled
-    data (never a held-out patient's)."""
+    ``method`` "consistency" (seed 000) or "selftrans" (seed 003: MoCo on them, then on the training images without
+    labels, then the recipe's fine-tuning) the lung slices of the training patients' HU volumes are also its
+    unlabelled data (never a held-out patient's)."""
     work = runs / name
     package = work / "package"
     if (package / "model.json").is_file():
@@ -131,14 +132,19 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / "hu-model")
     ap.add_argument("--skip-final", action="store_true", help="only the folds with patients left out")
-    ap.add_argument("--method", choices=("supervised", "consistency"), default="supervised",
-                    help="consistency: seed 000's consistency loss, the training patients' HU lung slices unlabelled")
+    ap.add_argument("--method", choices=("supervised", "consistency", "selftrans"), default="supervised",
+                    help="consistency: seed 000's consistency loss; selftrans: seed 003's MoCo pre-training first; "
+                         "both with the training patients' HU lung slices as unlabelled data")
+    ap.add_argument("--fold", choices=tuple(FOLDS), action="append",
+                    help="run only this fold (repeatable; default: every fold)")
     args = ap.parse_args()
 
     data_args = prepare(args.data, args.runs)
     results_path = args.runs / "scores.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     for fold, patients in FOLDS.items():
+        if args.fold and fold not in args.fold:
+            continue
         patients = patients or [s["patient"] for s in hu_studies(args.runs) if s["patient"] != "P002"]
         package = train(f"lopo-{fold}", data_args, args.runs, patients, args.method)
         studies = hu_studies(args.runs)
