@@ -1,7 +1,7 @@
 """The lesion models on real HU CT: per-slice lesion fraction against the radiologists' slice labels (AUC),
 extent on the normal volume and on the six COVID-19 HU slices, and inference time per slice, old vs new model.
 Where false positives sit: uninfected lung slices (all of normal002's) with lesion > 1 % of the slice's lung, counted
-in the lower, middle and upper third of the lung's slice range.
+in the lower, middle and upper third of the lung's slice range (distribution.zone_of_slices, the report's zones).
 
 covid-ct-md (P002 COVID-19, cap002 CAP, normal002 normal): lung mask (lung_mask.py), learned labels
 (lesion_seg.predict_hu), per-slice lesion % of the measured lung as the report gives it (manifestations.by_lung
@@ -42,12 +42,6 @@ def slice_labels(root: Path, subject: str, folder: Path, n: int) -> np.ndarray |
     z = [float(pydicom.dcmread(folder / f"IM{i + 1:04d}.dcm", stop_before_pixels=True).ImagePositionPatient[2])
          for i in range(n)]
     return labels[np.argsort(z)]  # label index i <-> file IM{i+1}; volume slice k = k-th lowest z
-
-
-def thirds(ks: np.ndarray, lung_slices: np.ndarray) -> list[int]:
-    """How many of the slices ``ks`` lie in the lower, middle and upper third of the lung's slice range."""
-    lo, hi = lung_slices.min(), lung_slices.max()
-    return np.bincount(np.minimum((3 * (ks - lo) // max(hi - lo + 1, 1)).astype(int), 2), minlength=3).tolist()
 
 
 def infnet_margins(root: Path) -> np.ndarray:
@@ -91,6 +85,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from CovidCTScreenLib.lesions.distribution import zone_of_slices
     from CovidCTScreenLib.lesions.hu_bands import hu_band_extent
     from CovidCTScreenLib.lesions.lesion_seg import load_lesion_model, predict_hu
     from CovidCTScreenLib.lungs.lung_mask import lung_mask
@@ -108,7 +103,8 @@ def main(argv=None) -> int:
         mask = lung_mask(volume.hu, volume.spacing)
         measured = hu_band_extent(volume.hu, mask.labels, volume.spacing).measured
         labels = slice_labels(root, subject, root / rel, volume.shape[0])
-        lung_slices = np.flatnonzero(mask.labels.reshape(len(mask.labels), -1).any(1))
+        present = mask.labels.reshape(len(mask.labels), -1).any(1)
+        lung_slices, zones = np.flatnonzero(present), zone_of_slices(present)  # zones: 0 upper ... 2 lower third
         entry = {"slices": int(volume.shape[0]), "lung_slices": int(len(lung_slices))}
         for key, model in models.items():
             t0 = time.perf_counter()
@@ -122,7 +118,8 @@ def main(argv=None) -> int:
                  "load": round(os.getloadavg()[0], 1), "ggo_pct": round(total["ggo_pct"], 2),
                  "consolidation_pct": round(total["consolidation_pct"], 2),
                  "slices_over_1pct": int((pct > 1).sum()),
-                 "uninfected_over_1pct_by_third": thirds(clear[pct[clear] > 1], lung_slices)}
+                 "uninfected_over_1pct_by_third": np.bincount(2 - zones[clear[pct[clear] > 1]],
+                                                              minlength=3).tolist()}  # lower, middle, upper
             if labels is not None:
                 auc = roc_auc(labels == 1, pct)
                 e.update({"auc": round(auc, 3), "auc_ci95": [round(x, 3) for x in bootstrap_ci(labels == 1, pct)],
