@@ -190,9 +190,9 @@ def ship(final: Path, dest: Path, results: dict) -> None:
 
 def render(r: dict) -> str:
     folds = list(r["folds"])
-    only = "" if len(folds) > 1 else "".join(f" --fold {f}" for f in folds)
+    only = "" if len(folds) > 1 else f" --fold {folds[0]}"
     which = ("Two folds: P002 (the one COVID-19 volume with slice labels) held out, then every other HU patient held "
-             "out at once." if not only else f"Only fold {folds[0]} was run (the other fold and the final model were "
+             "out at once." if len(folds) > 1 else f"Only fold {folds[0]} was run (the other fold and the final model were "
              "not trained: see the decision), so the pooled figure covers that fold's patients alone.")
     lines = ["# HU slice model: validation with patients left out, on real CT in Hounsfield units", "",
              f"Training method: {r['method']}. Produced by `OMP_NUM_THREADS=1 python scripts/train_hu_model.py "
